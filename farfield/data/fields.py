@@ -1,0 +1,53 @@
+"""The one place that names the fields of farfield's PyG ``Data`` / ``Batch`` objects.
+
+Node fields (N nodes: atoms at atom level, residues at residue level):
+
+=================  ===================  ============================================================
+name               shape / dtype        meaning
+=================  ===================  ============================================================
+``pos``            [N, 3] float         coordinates (Angstrom); CA at residue level
+``atom_type``      [N] long             element class (atom level; see ElementVocabulary)
+``res_type``       [N] long             residue type 0..20 (residue level; 20 = unknown)
+``x_s``            [N, F] float         node scalar features
+``x_v``            [N, V, 3] float      node vector features (residue level: forward, backward CA
+                                        directions and side-chain direction), absent at atom level
+``chain_index``    [N] long             chain number within the structure (0-based)
+``residue_index``  [N] long             residue number within the structure (0-based, atom level)
+``seq_index``      [N] long             position along the chain (residue level)
+``backbone``       [N, 4, 3] float      N, CA, C, O (residue level; missing atoms at CA, see mask)
+``backbone_mask``  [N, 4] bool          which backbone atoms exist
+``batch``          [N] long             graph index (added by PyG's Batch)
+=================  ===================  ============================================================
+
+Edge fields (E edges, row 0 = source j, row 1 = target i):
+
+=================  ===================  ============================================================
+``edge_index``     [2, E] long          edges
+``edge_type``      [E] long             index of the builder that made the edge (see ``edge_types``)
+``edge_s``         [E, F_e] float       edge scalar features (residue level: sequence-offset encoding)
+=================  ===================  ============================================================
+
+Graph fields: ``y`` [1, T] float (graph labels), ``name`` (str), ``edge_types`` (str: the edge spec,
+'+'-separated builder specs in ``edge_type`` order), ``graph_key`` [1] long (key for random edge builders).
+"""
+POS = "pos"
+ATOM_TYPE = "atom_type"
+RES_TYPE = "res_type"
+X_S = "x_s"
+X_V = "x_v"
+CHAIN_INDEX = "chain_index"
+RESIDUE_INDEX = "residue_index"
+SEQ_INDEX = "seq_index"
+BACKBONE = "backbone"
+BACKBONE_MASK = "backbone_mask"
+EDGE_INDEX = "edge_index"
+EDGE_TYPE = "edge_type"
+EDGE_S = "edge_s"
+Y = "y"
+NAME = "name"
+EDGE_TYPES = "edge_types"
+GRAPH_KEY = "graph_key"
+
+NODE_FIELDS = (POS, ATOM_TYPE, RES_TYPE, X_S, X_V, CHAIN_INDEX, RESIDUE_INDEX, SEQ_INDEX, BACKBONE, BACKBONE_MASK)
+EDGE_FIELDS = (EDGE_INDEX, EDGE_TYPE, EDGE_S)
+GRAPH_FIELDS = (Y, NAME, EDGE_TYPES, GRAPH_KEY)

@@ -1,0 +1,266 @@
+"""ATOM3D LMDB datasets, read (and written) without the atom3d package.
+
+Layout (atom3d.datasets.LMDBDataset, read from its source): keys ``b'num_examples'`` (ASCII int),
+``b'serialization_format'`` (``json`` | ``msgpack`` | ``pkl``), ``b'id_to_idx'`` (serialised dict) and
+``b'0'``, ``b'1'``, ... each a gzip-compressed serialised dict. DataFrames inside items are stored as
+pandas ``orient='split'`` dicts (``columns`` / ``index`` / ``data``). Newer items carry a ``types``
+dict; atom3d compares it with ``str(pd.DataFrame)``, which changed in pandas 3, so farfield detects
+the split-dict *shape* instead and works with and without ``types``.
+
+Atom DataFrame columns: ensemble subunit structure model chain hetero insertion_code residue segid
+resname altloc occupancy bfactor x y z element name fullname serial_number (``hetero`` is ' ', 'W' or
+'H_<resname>', as in Biopython).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import pickle
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from farfield.errors import InputError
+from farfield.io.readers import normalise_element
+from farfield.io.structure import ReadOptions, Structure, apply_options
+
+__all__ = ["Atom3DLMDB", "write_atom3d_lmdb", "dataframe_to_structure", "structure_to_dataframe",
+           "ATOM3D_COLUMNS"]
+
+ATOM3D_COLUMNS = ("ensemble", "subunit", "structure", "model", "chain", "hetero", "insertion_code", "residue",
+                  "segid", "resname", "altloc", "occupancy", "bfactor", "x", "y", "z", "element", "name",
+                  "fullname", "serial_number")
+_SERIALISATIONS = ("json", "msgpack", "pkl")
+
+
+def _is_split_dict(v: Any) -> bool:
+    return isinstance(v, dict) and {"columns", "index", "data"} <= set(v) and len(v) <= 4
+
+
+def _decode_frames(v: Any) -> Any:
+    if _is_split_dict(v):
+        return pd.DataFrame(**{k: v[k] for k in ("columns", "index", "data")})
+    if isinstance(v, dict):
+        return {k: _decode_frames(x) for k, x in v.items()}
+    return v
+
+
+def _encode_frames(v: Any) -> Any:
+    if isinstance(v, pd.DataFrame):
+        d = v.to_dict(orient="split")
+        return {"columns": list(d["columns"]), "index": [_plain(i) for i in d["index"]],
+                "data": [[_plain(x) for x in row] for row in d["data"]]}
+    if isinstance(v, dict):
+        return {k: _encode_frames(x) for k, x in v.items()}
+    return _plain(v)
+
+
+def _plain(x: Any) -> Any:
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def _deserialise(raw: bytes, fmt: str) -> Any:
+    if fmt == "json":
+        return json.loads(raw)
+    if fmt == "msgpack":
+        import msgpack
+
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    if fmt == "pkl":
+        return pickle.loads(raw)  # noqa: S301 - ATOM3D's own format; only open datasets you trust
+    raise ValueError(fmt)
+
+
+def _serialise(obj: Any, fmt: str) -> bytes:
+    if fmt == "json":
+        return json.dumps(obj).encode()
+    if fmt == "msgpack":
+        import msgpack
+
+        return msgpack.packb(obj, use_bin_type=True)
+    return pickle.dumps(obj)
+
+
+class Atom3DLMDB:
+    """Random access to an ATOM3D LMDB dataset.
+
+    ``ds[i]`` is the i-th item as a dict whose DataFrame fields (``atoms``, ``atoms_protein``,
+    ``labels``, ...) are rebuilt as ``pandas.DataFrame``. ``ds.structure(i, field='atoms')`` turns one
+    of them into a :class:`Structure`.
+
+    Args:
+        path: the LMDB directory (holding data.mdb).
+
+    Raises:
+        InputError: the directory is missing, is not an LMDB, or its header keys are malformed.
+    """
+
+    def __init__(self, path: str | Path):
+        import lmdb
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise InputError(self.path, "LMDB directory not found")
+        if not (self.path / "data.mdb").exists():
+            raise InputError(self.path, "not an LMDB dataset (no data.mdb inside)")
+        try:
+            self._env = lmdb.open(str(self.path), readonly=True, lock=False, readahead=False, meminit=False,
+                                  subdir=True, max_readers=1)
+        except lmdb.Error as e:
+            raise InputError(self.path, f"cannot open LMDB: {e}") from None
+        with self._env.begin(write=False) as txn:
+            n = txn.get(b"num_examples")
+            fmt = txn.get(b"serialization_format")
+            ids = txn.get(b"id_to_idx")
+        if n is None:
+            raise InputError(self.path, "not an ATOM3D dataset: key 'num_examples' missing")
+        try:
+            self._n = int(n)
+        except ValueError:
+            raise InputError(self.path, f"key 'num_examples' is not an integer: {n[:20]!r}") from None
+        self.serialization_format = (fmt or b"json").decode()
+        if self.serialization_format not in _SERIALISATIONS:
+            raise InputError(self.path, f"unknown serialization_format {self.serialization_format!r}; "
+                                        f"known: {_SERIALISATIONS}")
+        self._id_to_idx = self._decode(ids, "id_to_idx") if ids is not None else {}
+
+    def _decode(self, raw: bytes, what: str) -> Any:
+        try:
+            return _deserialise(raw, self.serialization_format)
+        except Exception as e:  # json / msgpack / pickle each raise their own types
+            raise InputError(self.path, f"cannot decode {what} as {self.serialization_format}: {e}") from None
+
+    def __len__(self) -> int:
+        return self._n
+
+    @property
+    def ids(self) -> list[str]:
+        """Item ids in index order."""
+        inv = {int(v): k for k, v in self._id_to_idx.items()}
+        return [inv.get(i, str(i)) for i in range(self._n)]
+
+    def index_of(self, item_id: str) -> int:
+        if item_id not in self._id_to_idx:
+            raise KeyError(f"{item_id!r} is not an item of {self.path}")
+        return int(self._id_to_idx[item_id])
+
+    def __getitem__(self, index: int) -> dict:
+        if not -self._n <= index < self._n:
+            raise IndexError(f"index {index} out of range for {self.path} with {self._n} items")
+        index %= self._n
+        with self._env.begin(write=False) as txn:
+            raw = txn.get(str(index).encode())
+        if raw is None:
+            raise InputError(self.path, f"item {index} is missing although num_examples = {self._n}")
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise InputError(self.path, f"item {index} is not valid gzip data: {e}") from None
+        item = self._decode(raw, f"item {index}")
+        if not isinstance(item, dict):
+            raise InputError(self.path, f"item {index} is a {type(item).__name__}, expected a dict")
+        return _decode_frames(item)
+
+    def __iter__(self):
+        for i in range(self._n):
+            yield self[i]
+
+    def structure(self, index: int, field: str = "atoms", options: ReadOptions | None = None,
+                  **kwargs) -> Structure:
+        """Item ``index``'s atom table ``field`` as a :class:`Structure` (ReadOptions apply; ``model``
+        is the 1-based position among the table's distinct model numbers)."""
+        item = self[index]
+        if field not in item or not isinstance(item[field], pd.DataFrame):
+            fields = [k for k, v in item.items() if isinstance(v, pd.DataFrame)]
+            raise InputError(self.path, f"item {index} has no atom table {field!r}; tables: {fields}")
+        name = str(item.get("id", index))
+        return dataframe_to_structure(item[field], options or ReadOptions(**kwargs),
+                                      source=f"{self.path}[{index}]", name=name)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def dataframe_to_structure(df: pd.DataFrame, options: ReadOptions | None = None, *, source: str = "<dataframe>",
+                           name: str = "") -> Structure:
+    """An ATOM3D atom DataFrame -> :class:`Structure` (model selection, then ``options``)."""
+    options = options or ReadOptions()
+    missing = {"x", "y", "z", "element"} - set(df.columns)
+    if missing:
+        raise InputError(source, f"atom table lacks column(s) {sorted(missing)}")
+    if len(df) == 0:
+        raise InputError(source, "atom table is empty")
+    models = pd.unique(df["model"]) if "model" in df else np.array([1])
+    if options.model > len(models):
+        raise InputError(source, f"model {options.model} requested but the table holds {len(models)} model(s)")
+    if "model" in df:
+        df = df[df["model"] == models[options.model - 1]]
+
+    def col(name, default):
+        return df[name].to_numpy() if name in df else np.full(len(df), default)
+
+    het = col("hetero", " ").astype(str)
+    alt = np.char.strip(col("altloc", "").astype(str))
+    s = Structure(
+        coords=df[["x", "y", "z"]].to_numpy(dtype=np.float64),
+        element=np.array([normalise_element(e) for e in df["element"].astype(str)]),
+        atom_name=np.char.strip(col("name", "").astype(str)), res_name=np.char.strip(col("resname", "UNL").astype(str)),
+        res_seq=col("residue", 0).astype(np.int64), ins_code=np.char.strip(col("insertion_code", "").astype(str)),
+        chain_id=np.char.strip(col("chain", "").astype(str)), hetero=np.char.strip(het) != "",
+        altloc=alt, occupancy=col("occupancy", 1.0).astype(np.float64),
+        b_factor=col("bfactor", 0.0).astype(np.float64), charge=np.zeros(len(df), dtype=np.int64),
+        source=source, name=name, model=options.model, n_models=len(models),
+    )
+    return apply_options(s, options)
+
+
+def structure_to_dataframe(s: Structure, ensemble: str | None = None) -> pd.DataFrame:
+    """A :class:`Structure` as an ATOM3D atom DataFrame (the inverse of :func:`dataframe_to_structure`)."""
+    n = len(s)
+    ens = ensemble or s.name or "structure"
+    water = s.is_water
+    hetero = np.where(water, "W", np.where(s.hetero, np.char.add("H_", s.res_name.astype(str)), " "))
+    return pd.DataFrame({
+        "ensemble": [ens] * n, "subunit": np.zeros(n, dtype=np.int64), "structure": [ens] * n,
+        "model": np.full(n, s.model, dtype=np.int64), "chain": s.chain_id, "hetero": hetero,
+        "insertion_code": np.where(s.ins_code == "", " ", s.ins_code), "residue": s.res_seq, "segid": [""] * n,
+        "resname": s.res_name, "altloc": np.where(s.altloc == "", " ", s.altloc), "occupancy": s.occupancy,
+        "bfactor": s.b_factor, "x": s.coords[:, 0], "y": s.coords[:, 1], "z": s.coords[:, 2],
+        "element": np.char.upper(s.element.astype(str)), "name": s.atom_name, "fullname": s.atom_name,
+        "serial_number": np.arange(1, n + 1, dtype=np.int64),
+    })
+
+
+def write_atom3d_lmdb(items: Iterable[dict], path: str | Path, serialization_format: str = "json",
+                      with_types: bool = True, map_size: int = 2**34) -> int:
+    """Write items (dicts whose DataFrame values are stored as split dicts) as an ATOM3D LMDB.
+
+    Returns the number of items written. Each item needs an ``id``.
+    """
+    import lmdb
+
+    if serialization_format not in _SERIALISATIONS:
+        raise ValueError(f"serialization_format must be one of {_SERIALISATIONS}")
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    env = lmdb.open(str(path), map_size=map_size)
+    id_to_idx = {}
+    n = 0
+    with env.begin(write=True) as txn:
+        for i, item in enumerate(items):
+            item = dict(item)
+            if with_types:
+                item["types"] = {k: str(type(v)) for k, v in item.items()}
+                item["types"]["types"] = str(dict)
+            txn.put(str(i).encode(), gzip.compress(_serialise(_encode_frames(item), serialization_format)))
+            id_to_idx[str(item.get("id", i))] = i
+            n = i + 1
+        txn.put(b"num_examples", str(n).encode())
+        txn.put(b"serialization_format", serialization_format.encode())
+        txn.put(b"id_to_idx", _serialise(id_to_idx, serialization_format))
+    env.close()
+    return n
