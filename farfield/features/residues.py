@@ -37,9 +37,9 @@ def _dihedral(p0: Tensor, p1: Tensor, p2: Tensor, p3: Tensor) -> tuple[Tensor, T
     b0, b1, b2 = p1 - p0, p2 - p1, p3 - p2
     n1 = torch.cross(b0, b1, dim=-1)
     n2 = torch.cross(b1, b2, dim=-1)
-    m1 = torch.cross(n1, _normalize(b1), dim=-1)
+    # atan2(|b1| b0 . (b1 x b2), (b0 x b1) . (b1 x b2))  (Blondel & Karplus 1996)
     x = (n1 * n2).sum(-1)
-    y = (m1 * n2).sum(-1)
+    y = b1.norm(dim=-1) * (b0 * n2).sum(-1)
     valid = torch.isfinite(x) & torch.isfinite(y) & ((x.abs() + y.abs()) > 1e-12)
     ang = torch.atan2(torch.nan_to_num(y), torch.nan_to_num(x))
     return ang, valid

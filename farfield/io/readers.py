@@ -117,6 +117,8 @@ def read_structure(path: str | Path, options: ReadOptions | None = None, **kwarg
     elif kwargs:
         options = ReadOptions(**{**options.to_dict(), **kwargs})
     path = Path(path)
+    if path.is_dir():
+        _check_file(path)
     fmt, gz = detect_format(path)
     _check_file(path)
     if fmt in ("pdb", "mmcif"):

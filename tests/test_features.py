@@ -1,0 +1,151 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from farfield.errors import ConfigError
+from farfield.features import (BesselRBF, CosineEnvelope, ElementVocabulary, GaussianRBF, PolynomialEnvelope,
+                               dihedral_features, orientation_vectors, residue_one_hot, sequence_offset_encoding,
+                               sidechain_direction)
+from farfield.io import ResidueView, read_structure
+
+
+def test_element_vocabulary_atom3d_preset():
+    v = ElementVocabulary.preset("atom3d")
+    assert v.size == 9
+    idx = v.index(["H", "C", "N", "O", "F", "S", "CL", "P", "Se", "Fe"]).tolist()
+    assert idx == [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]
+    oh = v.one_hot(["C", "Zn"])
+    assert oh.shape == (2, 9) and oh[0, 1] == 1 and oh[1, 8] == 1
+    with pytest.raises(ConfigError, match="not in the vocabulary"):
+        ElementVocabulary(("C",), other=False).index(["N"])
+    with pytest.raises(ConfigError, match="unknown element vocabulary"):
+        ElementVocabulary.preset("nope")
+
+
+def _helix_dihedrals(structures):
+    rv = ResidueView.from_structure(read_structure(structures / "1l2y.pdb"))
+    bb = torch.from_numpy(rv.backbone)
+    return rv, dihedral_features(bb, torch.from_numpy(rv.segment_index))
+
+
+def test_dihedrals_match_gemmi(structures):
+    import gemmi
+
+    rv, f = _helix_dihedrals(structures)
+    st = gemmi.read_structure(str(structures / "1l2y.pdb"))
+    ch = st[0]["A"]
+    for i in range(1, len(rv) - 1):
+        phi, psi = gemmi.calculate_phi_psi(ch[i - 1], ch[i], ch[i + 1])
+        assert math.isclose(math.atan2(f[i, 1], f[i, 0]), phi, abs_tol=1e-6)
+        assert math.isclose(math.atan2(f[i, 3], f[i, 2]), psi, abs_tol=1e-6)
+        omega = gemmi.calculate_omega(ch[i], ch[i + 1])
+        assert math.isclose(math.cos(omega), f[i, 4], abs_tol=1e-6)
+    # chain ends: phi undefined at the first residue, psi/omega at the last
+    assert (f[0, :2] == 0).all() and (f[-1, 2:] == 0).all()
+    assert torch.allclose(f[1:, 0] ** 2 + f[1:, 1] ** 2, torch.ones(len(rv) - 1, dtype=f.dtype))
+
+
+def test_features_do_not_cross_chain_breaks(structures):
+    rv = ResidueView.from_structure(read_structure(structures / "2XHE.pdb"))
+    bb = torch.from_numpy(rv.backbone)
+    seg = torch.from_numpy(rv.segment_index)
+    f = dihedral_features(bb, seg)
+    o = orientation_vectors(bb[:, 1], seg)
+    i = np.flatnonzero(rv.chain_break)
+    assert (f[i, :2] == 0).all() and (f[i - 1, 2:] == 0).all()
+    assert (o[i, 1] == 0).all() and (o[i - 1, 0] == 0).all()
+    assert torch.isfinite(f).all() and torch.isfinite(o).all()
+    starts = np.flatnonzero(rv.segment_index[1:] != rv.segment_index[:-1]) + 1
+    inner = np.setdiff1d(np.arange(1, len(rv) - 1), np.r_[starts, starts - 1])
+    assert torch.allclose(o[inner].norm(dim=-1), torch.ones(len(inner), 2, dtype=o.dtype))
+
+
+def test_missing_backbone_atoms_give_zeros_not_nan(data_dir):
+    rv = ResidueView.from_structure(read_structure(data_dir / "structures/tricky/gemmi_1lzh.pdb.gz"))
+    bb = torch.from_numpy(rv.backbone)
+    assert (dihedral_features(bb, torch.from_numpy(rv.segment_index)) == 0).all()
+    assert (sidechain_direction(bb) == 0).all()
+
+
+def test_sidechain_direction_points_towards_cb(structures):
+    s = read_structure(structures / "1aki.pdb")
+    rv = ResidueView.from_structure(s)
+    v = sidechain_direction(torch.from_numpy(rv.backbone)).numpy()
+    cb_dir = rv.cb - rv.ca
+    cb_dir /= np.linalg.norm(cb_dir, axis=1, keepdims=True)
+    assert np.median((v * cb_dir).sum(1)) > 0.9
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-9)
+
+
+def test_residue_one_hot_and_offsets():
+    oh = residue_one_hot(torch.tensor([0, 19, 20]))
+    assert oh.shape == (3, 21) and oh.sum() == 3 and oh[2, 20] == 1
+    enc = sequence_offset_encoding(torch.tensor([0, 3, -3, 5]), 16, torch.tensor([True, True, True, False]))
+    assert enc.shape == (4, 16)
+    assert torch.allclose(enc[0, :8], torch.ones(8)) and (enc[0, 8:] == 0).all()
+    assert torch.allclose(enc[1, :8], enc[2, :8]) and torch.allclose(enc[1, 8:], -enc[2, 8:])
+    assert (enc[3] == 0).all()  # different chains
+
+
+# --- radial bases: behaviour beyond the cutoff is explicit, for every basis ---------------------
+CUT = 5.0
+D = torch.tensor([0.0, 1.0, 4.9, 5.0, 7.0, 30.0], dtype=torch.float64)
+
+
+@pytest.mark.parametrize("make", [lambda **k: GaussianRBF(CUT, 8, **k), lambda **k: BesselRBF(CUT, 8, **k)])
+def test_beyond_error_is_default_and_names_the_problem(make):
+    basis = make()
+    assert basis.beyond == "error"
+    with pytest.raises(ConfigError, match=r"2 of 6 distances exceed the cutoff \(max 30\)"):
+        basis(D)
+    out = basis(D[:4])
+    assert out.shape == (4, 8) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("make", [lambda **k: GaussianRBF(CUT, 8, **k), lambda **k: BesselRBF(CUT, 8, **k)])
+@pytest.mark.parametrize("envelope", [None, CosineEnvelope(CUT), PolynomialEnvelope(CUT)])
+def test_beyond_zero_gives_exact_zeros(make, envelope):
+    out = make(envelope=envelope, beyond="zero")(D)
+    assert (out[4:] == 0).all()
+    assert (out[1:3].abs().sum(-1) > 0).all()
+
+
+def test_beyond_clamp_treats_far_edges_as_at_the_cutoff_gaussian():
+    g = GaussianRBF(CUT, 8, beyond="clamp")
+    out = g(D)
+    assert torch.equal(out[4], out[3]) and torch.equal(out[5], out[3])
+    assert out[5].abs().sum() > 0.5  # not silently zero: the last Gaussian sits at the cutoff
+
+
+def test_clamp_refused_where_it_would_silently_zero():
+    with pytest.raises(ConfigError, match="vanishes at d = c"):
+        BesselRBF(CUT, 8, beyond="clamp")
+    with pytest.raises(ConfigError, match="with an envelope gives long edges weight 0"):
+        GaussianRBF(CUT, 8, envelope=CosineEnvelope(CUT), beyond="clamp")
+    with pytest.raises(ConfigError, match="differs from the basis cutoff"):
+        GaussianRBF(CUT, 8, envelope=CosineEnvelope(4.0))
+
+
+def test_envelopes_clamped_beyond_cutoff():
+    # the unclamped cosine is periodic: at d = 2c it would be 1 again
+    assert CosineEnvelope(CUT)(torch.tensor([2 * CUT])).item() == 0.0
+    assert PolynomialEnvelope(CUT)(torch.tensor([1.5 * CUT])).item() == 0.0
+    d = torch.linspace(0, CUT, 50, dtype=torch.float64)
+    for env in (CosineEnvelope(CUT), PolynomialEnvelope(CUT)):
+        u = env(d)
+        assert u[0] == pytest.approx(1.0) and u[-1] == pytest.approx(0.0, abs=1e-12)
+        assert (u[1:] <= u[:-1] + 1e-12).all()
+
+
+def test_bessel_values_and_limit_at_zero():
+    b = BesselRBF(CUT, 3, beyond="zero")
+    d = torch.tensor([1e-12, 2.0], dtype=torch.float64)
+    out = b(d)
+    n = torch.arange(1, 4, dtype=torch.float64)
+    assert torch.allclose(out[0], math.sqrt(2 / CUT) * n * math.pi / CUT)
+    assert torch.allclose(out[1], math.sqrt(2 / CUT) * torch.sin(n * math.pi * 2.0 / CUT) / 2.0)
+    d.requires_grad_(True)
+    b(d).sum().backward()
+    assert torch.isfinite(d.grad).all()
