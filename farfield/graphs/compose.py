@@ -122,14 +122,18 @@ class GraphBuilder:
         for t, builder in enumerate(self.builders):
             e = builder.build(ctx)
             parts.append(e)
-            types.append(np.full(e.shape[1], t, dtype=np.int64))
+            # np.zeros maps fresh zero pages (no write pass over E entries); only later types are filled
+            types.append(np.zeros(e.shape[1], dtype=np.int64) if t == 0 else np.full(e.shape[1], t, dtype=np.int64))
             if len(self.builders) > 1:
                 ctx.existing = np.concatenate(parts, axis=1)
         if self.self_loops:
             parts.append(np.stack([np.arange(n), np.arange(n)]).astype(np.int64))
             types.append(np.full(n, len(self.builders), dtype=np.int64))
-        edges = np.concatenate(parts, axis=1) if parts else np.zeros((2, 0), dtype=np.int64)
-        etype = np.concatenate(types) if types else np.zeros(0, dtype=np.int64)
+        if len(parts) == 1:  # the common single-builder case: no copy of the edge list
+            edges, etype = parts[0], types[0]
+        else:
+            edges = np.concatenate(parts, axis=1) if parts else np.zeros((2, 0), dtype=np.int64)
+            etype = np.concatenate(types) if types else np.zeros(0, dtype=np.int64)
         if len(parts) > 1 and edges.shape[1]:
             key = edges[0] * n + edges[1]
             _, first = np.unique(key, return_index=True)   # first occurrence = earliest builder

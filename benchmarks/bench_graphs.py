@@ -1,0 +1,129 @@
+"""Graph-construction benchmark: farfield's builders against references on the same points, same run.
+
+* radius: ``GraphBuilder('radius:R')`` (full directed edge list as a torch tensor) vs scipy
+  ``cKDTree(x).query_pairs(R, output_type='ndarray')`` (half list, NumPy, no conversion).
+* knn: ``GraphBuilder('knn:K')`` (torch edge list, self removed) vs ``cKDTree(x).query(x, K + 1)`` (raw arrays).
+* random: ``GraphBuilder('random:N')`` vs a plain dense NumPy Gumbel-top-k (``np.argpartition`` on
+  ``-3 log d + G``) on the same points. Both are O(n^2) per graph; at the largest size the input is a
+  batch of graphs (stated in the output), since one dense 100k x 100k key matrix is out of reach for both.
+
+Points: uniform clouds at protein atom density (0.1 atoms / A^3, with hydrogens), plus the real 1IGY
+antibody (12,750 atoms) when FARFIELD_TEST_DATA is available. Prints milliseconds (best of --repeat)
+and ratios ours / reference; ``--json`` for machines.
+
+    python benchmarks/bench_graphs.py [--sizes 1000 10000 100000] [--repeat 5] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from farfield.graphs import GraphBuilder
+
+
+def best_ms(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * min(times)
+
+
+def cloud(n, seed=0, density=0.1):
+    side = (n / density) ** (1 / 3)
+    return np.random.default_rng(seed).uniform(0, side, (n, 3))
+
+
+def dense_gumbel_reference(pos, batch, n_edges, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for g in np.unique(batch):
+        idx = np.flatnonzero(batch == g)
+        x = pos[idx]
+        d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+        np.fill_diagonal(d, 1.0)
+        key = -3.0 * np.log(np.maximum(d, 1e-3)) - np.log(-np.log(rng.uniform(size=d.shape)))
+        np.fill_diagonal(key, -np.inf)
+        top = np.argpartition(-key, n_edges, axis=1)[:, :n_edges]
+        out.append(np.stack([idx[top.ravel()], np.repeat(idx, n_edges)]))
+    return np.concatenate(out, axis=1)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
+    ap.add_argument("--radius", type=float, default=4.5)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--random", type=int, default=10, help="random edges per node")
+    ap.add_argument("--random-graph-max", type=int, default=10000,
+                    help="largest single graph for the O(n^2) random builders; bigger inputs are batched")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(os.cpu_count() or 1)
+
+    inputs = [(f"cloud {n}", cloud(n)) for n in args.sizes]
+    data = Path(os.environ.get("FARFIELD_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    if (data / "structures/1igy.pdb").exists():
+        from farfield.io import read_structure
+
+        inputs.append(("1IGY (real)", read_structure(data / "structures/1igy.pdb").coords))
+
+    rows = []
+    radius = GraphBuilder(f"radius:{args.radius:g}")
+    knn = GraphBuilder(f"knn:{args.k}")
+    rand = GraphBuilder(f"random:{args.random},exclude=0")
+    for name, x in inputs:
+        n = len(x)
+        r = {"input": name, "atoms": n}
+        r["radius_ref_ms"] = best_ms(lambda: cKDTree(x).query_pairs(args.radius, output_type="ndarray"), args.repeat)
+        r["radius_ours_ms"] = best_ms(lambda: radius(x), args.repeat)
+        r["radius_edges"] = radius(x).num_edges
+        r["knn_ref_ms"] = best_ms(lambda: cKDTree(x).query(x, args.k + 1), args.repeat)
+        r["knn_ours_ms"] = best_ms(lambda: knn(x), args.repeat)
+        g = max(1, -(-n // args.random_graph_max))
+        batch = np.repeat(np.arange(g), -(-n // g))[:n]
+        r["random_graphs"] = g
+        rep = max(1, args.repeat // 2)
+        r["random_ref_ms"] = best_ms(lambda: dense_gumbel_reference(x, batch, args.random), rep) if n <= 20000 else None
+        r["random_ours_ms"] = best_ms(lambda: rand(x, batch), rep)
+        rows.append(r)
+        if not args.json:
+            print(_row(r, args), flush=True)
+    if args.json:
+        print(json.dumps({"radius": args.radius, "k": args.k, "random": args.random, "rows": rows}, indent=2))
+
+
+_HEADER_DONE = False
+
+
+def _row(r, args):
+    global _HEADER_DONE
+    ratio = lambda a, b: f"{a / b:5.2f}x" if b else "  n/a"
+    head = ""
+    if not _HEADER_DONE:
+        _HEADER_DONE = True
+        head = (f"radius {args.radius:g} A (ref: cKDTree.query_pairs) | knn k={args.k} (ref: cKDTree.query) | "
+                f"random n={args.random} (ref: dense NumPy Gumbel-top-k)\n"
+                f"{'input':<14} {'atoms':>7} {'edges':>9} | {'radius ours':>11} {'ref':>8} {'ratio':>6} | "
+                f"{'knn ours':>9} {'ref':>8} {'ratio':>6} | {'random ours':>11} {'ref':>9} {'ratio':>6} graphs\n")
+    rr = r["random_ref_ms"]
+    return (head + f"{r['input']:<14} {r['atoms']:>7} {r['radius_edges']:>9} | {r['radius_ours_ms']:>9.2f}ms "
+            f"{r['radius_ref_ms']:>6.2f}ms {ratio(r['radius_ours_ms'], r['radius_ref_ms'])} | "
+            f"{r['knn_ours_ms']:>7.2f}ms {r['knn_ref_ms']:>6.2f}ms {ratio(r['knn_ours_ms'], r['knn_ref_ms'])} | "
+            f"{r['random_ours_ms']:>9.1f}ms {(f'{rr:7.1f}ms' if rr else '    n/a  ')} "
+            f"{ratio(r['random_ours_ms'], rr) if rr else '  n/a'} {r['random_graphs']:>3}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
