@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from farfield._config import check_keys
 from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.features.atoms import ELEMENT_PRESETS, ElementVocabulary
@@ -79,10 +80,7 @@ class FeaturiserConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeaturiserConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown featuriser key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        check_keys(cls, d, "featuriser")
         d = dict(d)
         if isinstance(d.get("elements"), list):
             d["elements"] = tuple(d["elements"])

@@ -29,11 +29,12 @@ model -> altloc policy -> hydrogens -> waters -> hetero groups -> chains.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal, Sequence
 
 import numpy as np
 
+from farfield._config import check_keys
 from farfield.errors import ConfigError, InputError
 
 __all__ = ["Structure", "ReadOptions", "apply_options", "WATER_NAMES", "ALTLOC_POLICIES"]
@@ -91,10 +92,7 @@ class ReadOptions:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ReadOptions":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ConfigError(f"unknown ReadOptions key(s) {sorted(unknown)}; allowed: {sorted(known)}")
+        check_keys(cls, d, "ReadOptions")
         d = dict(d)
         if d.get("chains") is not None:
             d["chains"] = tuple(d["chains"])
