@@ -4,7 +4,7 @@ import torch
 from scipy.spatial.transform import Rotation
 
 from farfield.errors import ConfigError
-from farfield.graphs import KNN, Full, GraphBuilder, RandomLongRange, Radius, Sequence, parse_edge_spec
+from farfield.graphs import KNN, GraphBuilder, RandomLongRange, Radius, Sequence, parse_edge_spec
 
 
 def _cloud(n, seed=0, scale=12.0):

@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from farfield import __version__
 from farfield.errors import FarfieldError
 
@@ -91,7 +93,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         "file": str(path), "name": s.name, "level": args.level, "edges_spec": graph.spec(),
         "atoms": len(s), "amino_acid_residues": n_res, "residues": s.n_residues, "chains": s.chains,
         "chain_breaks": breaks, "models": s.n_models, "model": s.model,
-        "elements": {str(k): int(v) for k, v in zip(*__import__("numpy").unique(s.element, return_counts=True))},
+        "elements": {str(k): int(v) for k, v in zip(*np.unique(s.element, return_counts=True))},
         "graph": summary,
     }
     if args.json:
@@ -108,7 +110,7 @@ def _format_report(r: dict) -> str:
         f"  atoms {r['atoms']}   residues {r['residues']} ({r['amino_acid_residues']} amino acids, "
         f"{r['chain_breaks']} chain breaks)   chains {len(r['chains'])} {r['chains']}   model {r['model']} of "
         f"{r['models']}",
-        f"  elements " + " ".join(f"{k}:{v}" for k, v in sorted(r["elements"].items(), key=lambda kv: -kv[1])),
+        "  elements " + " ".join(f"{k}:{v}" for k, v in sorted(r["elements"].items(), key=lambda kv: -kv[1])),
         "",
         f"graph ({r['level']} level, edges {r['edges_spec']}): {g['nodes']} nodes, {g['edges']} edges",
         f"  {'edge type':<34} {'edges':>8} {'deg min':>8} {'mean':>7} {'max':>6} {'len p50':>8} {'p95':>7} {'max':>7}",

@@ -13,7 +13,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-__all__ = ["dense_labels", "separated_positions", "radius_pairs", "knn_pairs", "full_pairs", "cap_per_target"]
+__all__ = ["dense_labels", "separated_positions", "radius_pairs", "knn_pairs", "full_pairs", "cap_per_target",
+           "symmetrise"]
 
 
 def dense_labels(*keys: np.ndarray) -> np.ndarray:

@@ -117,9 +117,8 @@ def read_structure(path: str | Path, options: ReadOptions | None = None, **kwarg
     elif kwargs:
         options = ReadOptions(**{**options.to_dict(), **kwargs})
     path = Path(path)
-    if path.is_dir():
-        _check_file(path)
-    fmt, gz = detect_format(path)
+    if not path.is_dir():  # a directory gets _check_file's specific message (e.g. an ATOM3D LMDB)
+        fmt, gz = detect_format(path)
     _check_file(path)
     if fmt in ("pdb", "mmcif"):
         s = _read_gemmi(path, fmt, gz, options.model)
@@ -294,9 +293,6 @@ def _mol_to_structure(mol, path: Path, index: int) -> Structure:
         charge=[a.GetFormalCharge() for a in mol.GetAtoms()], source=str(path), name=name, model=index,
         properties=props, bonds=bonds.reshape(-1, 2), bond_order=order,
     )
-
-
-_FLOAT = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
 def _xyz_float(tok: str, path: Path, line_no: int) -> float:

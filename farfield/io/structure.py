@@ -30,7 +30,7 @@ model -> altloc policy -> hydrogens -> waters -> hetero groups -> chains.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
