@@ -18,7 +18,6 @@ checked against it.
 """
 from __future__ import annotations
 
-import copy
 import math
 import warnings
 from dataclasses import dataclass, field

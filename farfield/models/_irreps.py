@@ -105,19 +105,19 @@ def sh_irreps(max_l: int) -> o3.Irreps:
     return o3.Irreps.spherical_harmonics(max_l)
 
 
-def split_irreps(irreps: o3.Irreps) -> tuple[int, int, o3.Irreps]:
-    """(scalar width, vector channels, irreps of the rest) for a layout as in the module docstring."""
+def split_irreps(irreps: o3.Irreps) -> tuple[int, int, o3.Irreps | None]:
+    """(scalar width, vector channels, irreps of the rest or None) for a layout as in the module docstring."""
     n_s = sum(mul for mul, ir in irreps if ir.l == 0)
     n_v = sum(mul for mul, ir in irreps if ir.l == 1)
     rest = o3.Irreps([(mul, ir) for mul, ir in irreps if ir.l >= 2])
-    return n_s, n_v, rest
+    return n_s, n_v, (rest if rest.dim else None)
 
 
 def unpack(x: Tensor, irreps: o3.Irreps) -> tuple[Tensor, Tensor | None, Tensor | None]:
     n_s, n_v, rest = split_irreps(irreps)
     s = x[:, :n_s]
     v = x[:, n_s:n_s + 3 * n_v].reshape(x.shape[0], n_v, 3)[..., L1_TO_XYZ] if n_v else None
-    t = x[:, n_s + 3 * n_v:] if rest.dim else None
+    t = x[:, n_s + 3 * n_v:] if rest is not None else None
     return s, v, t
 
 

@@ -180,6 +180,11 @@ class Backbone(nn.Module):
         if xs is None or xs.shape[-1] != self.spec.node_s:
             raise InputError(name, f"{type(self).__name__} expects x_s of width {self.spec.node_s}, got "
                                    f"{None if xs is None else tuple(xs.shape)}")
+        param = next(self.parameters(), None)
+        if param is not None and xs.dtype != param.dtype:
+            raise InputError(name, f"node features are {str(xs.dtype).replace('torch.', '')} but {type(self).__name__} "
+                                   f"is {str(param.dtype).replace('torch.', '')}; cast the model (model.double() / "
+                                   "model.float()) or featurise with the matching dtype")
         if self.uses_positions and getattr(batch, F.POS, None) is None:
             raise InputError(name, f"{type(self).__name__} needs coordinates 'pos'")
         if self.spec.edge_s:

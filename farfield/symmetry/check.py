@@ -24,7 +24,6 @@ import torch
 from torch import Tensor
 from torch_geometric.data import Batch
 
-from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.models._irreps import restore_wigner
 from farfield.models.base import GROUPS, BackboneOutput

@@ -17,7 +17,7 @@ import itertools
 import warnings
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from torch_geometric.utils import scatter
 
 from farfield.data import fields as F

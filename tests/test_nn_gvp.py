@@ -1,0 +1,83 @@
+"""GVP layers match the specification of methods reference s.1 equation by equation."""
+from __future__ import annotations
+
+import torch
+
+from farfield.nn import GVP, GVPConv, GVPConvLayer, GVPDropout, GVPLayerNorm, vector_norm
+
+
+def _manual_gvp(g: GVP, s, v, act_s=torch.relu, act_v=None):
+    vh = torch.einsum("hc,nci->nhi", g.wh.weight, v)
+    vn = torch.sqrt(torch.clamp((vh ** 2).sum(-1), min=1e-8))
+    s1 = torch.cat([s, vn], -1) @ g.ws.weight.T + g.ws.bias
+    vo = torch.einsum("oh,nhi->noi", g.wv.weight, vh)
+    gate_in = act_v(s1) if act_v is not None else s1
+    vo = vo * torch.sigmoid(gate_in @ g.wsv.weight.T + g.wsv.bias).unsqueeze(-1)
+    return act_s(s1), vo
+
+
+def test_gvp_equations_with_vector_gate_on_pre_activation_scalars():
+    torch.manual_seed(0)
+    g = GVP((5, 3), (4, 2), activations=("relu", None)).double()
+    s, v = torch.randn(6, 5, dtype=torch.float64), torch.randn(6, 3, 3, dtype=torch.float64)
+    so, vo = g((s, v))
+    ms, mv = _manual_gvp(g, s, v)
+    assert torch.allclose(so, ms) and torch.allclose(vo, mv)
+    assert g.h == 3                                   # hidden width max(vi, vo)
+    g2 = GVP((5, 3), (4, 2), activations=("relu", "sigmoid")).double()
+    ms, mv = _manual_gvp(g2, s, v, act_v=torch.sigmoid)
+    assert torch.allclose(g2((s, v))[1], mv)
+
+
+def test_epsilon_is_on_the_squared_norm():
+    v = torch.zeros(2, 1, 3)
+    assert torch.allclose(vector_norm(v), torch.full((2, 1), 1e-4))
+    g = GVP((1, 1), (1, 1))
+    s, _ = g((torch.zeros(1, 1), torch.zeros(1, 1, 3)))
+    assert torch.isfinite(s).all()
+
+
+def test_no_input_vectors_gives_zero_vectors():
+    g = GVP((4, 0), (3, 2))
+    x = torch.randn(5, 4)
+    s, v = g((x, None))
+    assert v.shape == (5, 2, 3) and (v == 0).all()
+    assert torch.allclose(s, torch.relu(g.ws(x)))
+
+
+def test_vector_layer_norm_and_dropout():
+    s, v = torch.randn(4, 6), torch.randn(4, 3, 3)
+    ns, nv = GVPLayerNorm((6, 3))((s, v))
+    denom = torch.sqrt(torch.clamp((v ** 2).sum(-1, keepdim=True), min=1e-8).mean(-2, keepdim=True))
+    assert torch.allclose(nv, v / denom)
+    assert torch.allclose(ns, torch.nn.functional.layer_norm(s, (6,)), atol=1e-6)
+    d = GVPDropout(0.5).train()
+    torch.manual_seed(0)
+    _, dv = d((s, torch.ones(200, 4, 3)))
+    # whole channels are dropped: all three components are zero together, the rest scaled by 2
+    zero = (dv == 0).all(-1)
+    assert zero.any() and ((dv == 0).any(-1) == zero).all()
+    assert torch.allclose(dv[~zero], torch.full_like(dv[~zero], 2.0))
+
+
+def test_gvpconv_messages_and_mean_aggregation():
+    torch.manual_seed(0)
+    conv = GVPConv((3, 2), (3, 2), (4, 1), n_message=3).double()
+    assert conv.message[0].si == 2 * 3 + 4 and conv.message[0].vi == 2 * 2 + 1
+    assert conv.message[-1].act_s is None and conv.message[-1].act_v is None
+    s, v = torch.randn(3, 3, dtype=torch.float64), torch.randn(3, 2, 3, dtype=torch.float64)
+    ei = torch.tensor([[1, 2], [0, 0]])                     # 1 -> 0, 2 -> 0
+    es, ev = torch.randn(2, 4, dtype=torch.float64), torch.randn(2, 1, 3, dtype=torch.float64)
+    out_s, out_v = conv((s, v), ei, (es, ev))
+    msgs = [conv.message((torch.cat([s[j], es[k], s[0]])[None], torch.cat([v[j], ev[k], v[0]])[None]))
+            for k, j in enumerate([1, 2])]
+    assert torch.allclose(out_s[0], (msgs[0][0] + msgs[1][0])[0] / 2)
+    assert torch.allclose(out_v[0], (msgs[0][1] + msgs[1][1])[0] / 2)
+    assert (out_s[1:] == 0).all()                           # no incoming edges
+
+
+def test_gvp_conv_layer_is_post_norm_with_4x_2x_feedforward():
+    layer = GVPConvLayer((8, 4), (3, 1))
+    assert layer.ff[0].so == 32 and layer.ff[0].vo == 8
+    assert layer.ff[-1].act_s is None and layer.ff[-1].act_v is None
+    assert layer.dropout[0].p == 0.1
