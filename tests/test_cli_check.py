@@ -26,7 +26,19 @@ def test_check_on_a_structure_file_at_atom_level(capsys, structures):
     assert json.loads(capsys.readouterr().out)["ok"]
 
 
+def test_check_long_range_all(capsys):
+    from farfield.models.long_range import STRATEGIES
+    assert main(["check", "--model", "schnet,painn", "--long-range", "all", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    labels = [m["model"] for m in out["models"]]
+    assert out["ok"] and out["long_range"] == list(STRATEGIES)
+    assert labels[:3] == ["schnet", "schnet+random", "schnet+full"] and "painn+ewald" in labels
+    assert len(labels) == 2 * len(STRATEGIES)
+
+
 def test_check_errors(capsys):
+    assert main(["check", "--model", "gvp", "--long-range", "ewlad"]) == 2
+    assert "unknown strategy 'ewlad'" in capsys.readouterr().err
     assert main(["check", "--model", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main(["check", "--structure", "/nonexistent.pdb"]) == 2

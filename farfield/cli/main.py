@@ -5,9 +5,9 @@ graph and reports atoms, residues, chains, models, edges per type, degrees, edge
 diameter and the fraction of pairs beyond the cutoff reachable within L hops. Without FILE it inspects
 farfield's built-in example peptide.
 
-``farfield check [--model NAME|all] [--dtype float64|float32] [--structure FILE] [--json]`` runs the
-symmetry check of every backbone (rotation, reflection, translation, permutation, batching) and exits
-non-zero when a claimed symmetry fails.
+``farfield check [--model NAME|all] [--long-range NAME,...|all|none] [--dtype float64|float32] [--structure
+FILE] [--json]`` runs the symmetry check of every backbone, alone or with every long-range strategy
+(rotation, reflection, translation, permutation, batching) and exits non-zero when a claimed symmetry fails.
 
 ``farfield expressivity [--models ...] [--tests ...] [--layers ...] [--seeds N] [--epochs N] [--mode
 train|distance] [--json]`` runs the geometric-WL pairs and compares the results with the theory.
@@ -70,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Check rotation, reflection, translation and permutation symmetry and batch "
                                    "independence of backbones on a structure (default: farfield's example "
                                    "peptide and its first half, batched). Exit status 1 when a claimed symmetry fails.")
-    c.add_argument("--model", default="all", help=f"backbone name or 'all' (default); one of {', '.join(BACKBONES)}")
+    c.add_argument("--model", default="all", help=f"backbone name(s), comma-separated, or 'all' (default); from {', '.join(BACKBONES)}")
+    c.add_argument("--long-range", default="none", metavar="NAMES",
+                   help="long-range strategies to combine with every model: comma-separated names, 'all' or 'none' "
+                        "(default); 'all' includes the plain backbone")
     c.add_argument("--dtype", choices=["float64", "float32"], default="float64",
                    help="precision (tolerance 1e-9 in float64, 1e-4 relative in float32)")
     c.add_argument("--structure", default=None, metavar="FILE", help="structure file to check on instead of the example")
@@ -100,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check_batch(args):
+def _check_batch(args, strategy=None):
     from torch_geometric.data import Batch
 
     from farfield.data import Featuriser, FeaturiserConfig
@@ -109,6 +112,8 @@ def _check_batch(args):
     path = Path(args.structure) if args.structure else example_path()
     s = read_structure(path)
     edges = args.edges or ("radius:4.5" if args.level == "atom" else "knn:16")
+    if strategy is not None:
+        edges = strategy.edge_spec(edges)
     feat = Featuriser(FeaturiserConfig(level=args.level, edges=edges, dtype="float64"))
     graphs = [feat(s)]
     # a second, different graph in the batch: the first half of the structure's residues
@@ -117,6 +122,19 @@ def _check_batch(args):
     if len(half) >= 2:
         graphs.append(feat(half))
     return Batch.from_data_list(graphs), str(path), edges
+
+
+def _check_strategies(arg: str):
+    from farfield.errors import ConfigError
+    from farfield.models.long_range import STRATEGIES, build_strategy
+
+    names = list(STRATEGIES) if arg == "all" else [n.strip() for n in arg.split(",") if n.strip()]
+    if not names:
+        raise ConfigError("--long-range: give strategy names, 'all' or 'none'")
+    for n in names:
+        if n not in STRATEGIES:
+            raise ConfigError(f"--long-range: unknown strategy {n!r}; choose from {list(STRATEGIES)}, 'all' or 'none'")
+    return [build_strategy(n) for n in names]
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -128,29 +146,44 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from farfield.models import BACKBONES, InputSpec, build_backbone
     from farfield.symmetry import check_symmetry
 
-    names = list(BACKBONES) if args.model == "all" else [args.model]
+    names = list(BACKBONES) if args.model == "all" else [n.strip() for n in args.model.split(",") if n.strip()]
     for n in names:
         if n not in BACKBONES:
             raise ConfigError(f"unknown model {n!r}; choose from {sorted(BACKBONES)} or 'all'")
-    batch, source, edges = _check_batch(args)
-    spec = InputSpec.from_data(batch)
-    # a radial cutoff spanning every edge of the graph (the check is about symmetry, not about cutoffs)
-    src, tgt = batch.edge_index
-    cutoff = float((batch.pos[src] - batch.pos[tgt]).norm(dim=-1).max()) + 1.0
+    strategies = _check_strategies(args.long_range)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    batches = {}
+    for st in strategies:     # graph strategies change the edges; the others share the local graph
+        key = st.edge_spec("") if st.is_graph else ""
+        if key not in batches:
+            batches[key] = _check_batch(args, st if st.is_graph else None)
+    batch, source, edges = batches[""] if "" in batches else next(iter(batches.values()))
+    jobs = [(n, st) for n in names for st in strategies]
     reports = []
-    for n in _progress(names, "check"):
+    for n, st in _progress(jobs, "check"):
+        b, _, e = batches[st.edge_spec("") if st.is_graph else ""]
+        # a radial cutoff spanning every edge of the graph (the check is about symmetry, not about cutoffs)
+        src, tgt = b.edge_index
+        longest = float((b.pos[src] - b.pos[tgt]).norm(dim=-1).max())
+        opts = {} if n in ("gcn", "gine", "gatedgcn") else {"cutoff": longest + 1.0}
         torch.manual_seed(args.seed)
-        model = build_backbone(n, spec, **({} if n in ("gcn", "gine", "gatedgcn") else {"cutoff": cutoff}))
+        model = st.wrap(build_backbone(n, InputSpec.from_data(b), **opts))
+        label = n if st.name == "none" else f"{n}+{st.name}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reports.append(check_symmetry(model, batch, dtype=dtype, seed=args.seed, name=n))
+            reports.append(check_symmetry(model, b, dtype=dtype, seed=args.seed, name=label))
     ok = all(r.ok for r in reports)
     if args.json:
         print(json.dumps({"structure": source, "edges": edges, "graphs": batch.num_graphs, "nodes": batch.num_nodes,
-                          "dtype": args.dtype, "ok": ok, "models": [r.to_dict() for r in reports]}, indent=2))
+                          "dtype": args.dtype, "long_range": [st.name for st in strategies], "ok": ok,
+                          "models": [r.to_dict() for r in reports]}, indent=2))
     else:
-        print(_format_check(reports, source, batch, edges, args.dtype))
+        text = _format_check(reports, source, batch, edges, args.dtype)
+        own = [f"{st.name}: {batches[st.edge_spec('')][2]}" for st in strategies if st.is_graph]
+        if own:
+            head, _, rest = text.partition("\n")
+            text = head + "\ngraph strategies are checked on their own edges (" + "; ".join(own) + ")\n" + rest
+        print(text)
     return 0 if ok else 1
 
 
@@ -163,7 +196,7 @@ def _format_check(reports, source, batch, edges, dtype) -> str:
     from farfield.symmetry import TESTS
     lines = [f"symmetry check on {source} ({batch.num_graphs} graphs, {batch.num_nodes} nodes, edges {edges}, {dtype})",
              "max |error| per test over all outputs (s, v, t, pos); '-' = not claimed by the model's group", "",
-             f"  {'model':<12} {'group':<6} " + " ".join(f"{t:>11}" for t in TESTS) + "  result"]
+             f"  {'model':<26} {'group':<6} " + " ".join(f"{t:>11}" for t in TESTS) + "  result"]
     for r in reports:
         cells = []
         for t in TESTS:
@@ -173,7 +206,7 @@ def _format_check(reports, source, batch, edges, dtype) -> str:
                 continue
             err = max(x.error for x in rs)
             cells.append(f"{err:>11.1e}" if rs[0].claimed else f"{'-':>11}")
-        lines.append(f"  {r.model:<12} {r.group:<6} " + " ".join(cells) + f"  {'PASS' if r.ok else 'FAIL'}")
+        lines.append(f"  {r.model:<26} {r.group:<6} " + " ".join(cells) + f"  {'PASS' if r.ok else 'FAIL'}")
     bad = [(r.model, f) for r in reports for f in r.failures()]
     for m, f in bad:
         lines.append(f"  FAIL {m}: {f.test} on output {f.output}: error {f.error:.2e} > {f.tolerance:g} x max(1, {f.scale:.3g})")

@@ -10,9 +10,11 @@ to per-node outputs::
     out.pos  # [N, 3]      updated coordinates (EGNN with coordinate updates; else None)
 
 Every backbone is built from an :class:`InputSpec` (widths of ``x_s``, ``x_v``, ``edge_s``), runs
-``embed -> layers -> output`` and lets callers act between layers through ``forward(batch, between=...)``
-(long-range modules hook in there): ``between(i, state, batch) -> state`` is called after layer ``i``
-with the :class:`NodeState` (``s`` [N, d], ``v`` [N, c, 3] or None, ``pos`` [N, 3]).
+``embed -> layers -> output`` and lets callers act around layers through ``forward(batch, between=...)``
+(long-range modules hook in there): ``between`` is either a function ``between(i, state, batch) -> state``
+called after layer ``i`` with the :class:`NodeState` (``s`` [N, d], ``v`` [N, c, 3] or None, ``pos``
+[N, 3]), or a :class:`LayerHooks` object whose ``start`` / ``before`` / ``after`` are called after the
+embedding and before / after every layer.
 
 Each class declares the symmetry group it claims in ``symmetry`` (:data:`GROUPS`); the check in
 :mod:`farfield.symmetry` holds it to that claim. Every backbone is permutation equivariant.
@@ -28,8 +30,8 @@ from torch import Tensor, nn
 from farfield.data import fields as F
 from farfield.errors import ConfigError, InputError
 
-__all__ = ["GROUPS", "InputSpec", "NodeState", "BackboneOutput", "EdgeGeometry", "Backbone", "edge_geometry",
-           "default_radial"]
+__all__ = ["GROUPS", "InputSpec", "NodeState", "BackboneOutput", "EdgeGeometry", "Backbone", "LayerHooks",
+           "edge_geometry", "default_radial"]
 
 #: symmetry claims: E(3) = rotations, reflections, translations; SE(3) = rotations, translations;
 #: T(3) = translations only; none = no geometric claim. Permutation equivariance is always claimed.
@@ -123,6 +125,22 @@ def default_radial(cutoff: float, num_basis: int = 16, envelope: bool = False) -
     return GaussianRBF(cutoff, num_basis, envelope=CosineEnvelope(cutoff) if envelope else None)
 
 
+class LayerHooks:
+    """Callbacks around a backbone's layers (see the module docstring). ``start`` is called once per forward
+    pass after the embedding (frame averaging calls the backbone once per frame, so per-pass state must be
+    reset there); ``before(i, state, batch)`` and ``after(i, state, batch)`` return the (possibly updated)
+    state. The defaults do nothing."""
+
+    def start(self, state: "NodeState", batch) -> None:
+        pass
+
+    def before(self, i: int, state: "NodeState", batch) -> "NodeState":
+        return state
+
+    def after(self, i: int, state: "NodeState", batch) -> "NodeState":
+        return state
+
+
 class Backbone(nn.Module):
     """Base class: subclasses set ``symmetry``, ``hidden_s``, ``hidden_v`` (0 when the model has no node
     vectors), build ``self.layers`` and implement :meth:`embed`, :meth:`geometry`, :meth:`layer` and
@@ -161,16 +179,23 @@ class Backbone(nn.Module):
     #: True when layers move ``pos`` so geometry must be recomputed per layer
     moves_positions: bool = False
 
-    def forward(self, batch, between: Callable[[int, NodeState, object], NodeState] | None = None) -> BackboneOutput:
+    def forward(self, batch, between: LayerHooks | Callable[[int, NodeState, object], NodeState] | None = None
+                ) -> BackboneOutput:
         self._check_batch(batch)
+        hooks = between if isinstance(between, LayerHooks) else None
+        after = hooks.after if hooks is not None else between
         state = self.embed(batch)
+        if hooks is not None:
+            hooks.start(state, batch)
         geom = self.geometry(state, batch)
         for i in range(self.num_layers):
             if i and self.moves_positions:
                 geom = self.geometry(state, batch)
+            if hooks is not None:
+                state = hooks.before(i, state, batch)
             state = self.layer(i, state, geom)
-            if between is not None:
-                state = between(i, state, batch)
+            if after is not None:
+                state = after(i, state, batch)
         return self.output(state, batch)
 
     def _check_batch(self, batch) -> None:

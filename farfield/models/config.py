@@ -1,0 +1,72 @@
+"""One place that picks a backbone, a long-range strategy and their parameters, and reports parameter counts.
+
+Example (the same as YAML / JSON through :meth:`ModelConfig.from_dict`)::
+
+    cfg = ModelConfig(backbone="painn", backbone_options={"hidden": 64, "num_layers": 3},
+                      long_range="neural_atoms", long_range_options={"num_atoms": 8, "heads": 2})
+    model = cfg.build(InputSpec.from_data(batch))
+    parameter_counts(model)     # {'backbone': ..., 'long_range': ..., 'total': ...}
+    cfg.edge_spec("radius:4.5") # the edges to featurise with (graph strategies change them)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from torch import nn
+
+from farfield._config import check_keys
+from farfield.errors import ConfigError
+from farfield.models import Backbone, InputSpec, build_backbone
+from farfield.models.long_range import Strategy, WithLongRange, build_strategy
+
+__all__ = ["ModelConfig", "parameter_counts"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Backbone name and options (:func:`farfield.models.build_backbone`), long-range strategy name and
+    options (:func:`farfield.models.long_range.build_strategy`). Validated on construction."""
+
+    backbone: str = "schnet"
+    backbone_options: dict = field(default_factory=dict)
+    long_range: str = "none"
+    long_range_options: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for k in ("backbone_options", "long_range_options"):
+            if not isinstance(getattr(self, k), dict):
+                raise ConfigError(f"model config: {k} must be a mapping, got {type(getattr(self, k)).__name__}")
+        self.strategy()   # validates the strategy name and options
+
+    def strategy(self) -> Strategy:
+        return build_strategy(self.long_range, **self.long_range_options)
+
+    def edge_spec(self, local: str) -> str:
+        """The edge spec to featurise with, given the backbone's local spec."""
+        return self.strategy().edge_spec(local)
+
+    def build(self, spec: InputSpec, max_edge_length: float | None = None) -> Backbone:
+        """Build the model; graph strategies need ``max_edge_length`` (longest edge in the data, Angstrom) to
+        size the radial basis so that long edges are not zeroed."""
+        st = self.strategy()
+        opts = {**self.backbone_options, **st.backbone_options(max_edge_length)}
+        return st.wrap(build_backbone(self.backbone, spec, **opts))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"model config must be a mapping, got {type(d).__name__}")
+        check_keys(cls, d, "model")
+        return cls(**d)
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters of the backbone, of the long-range module, and in total."""
+    def n(m):
+        return sum(p.numel() for p in m.parameters() if p.requires_grad)
+    if isinstance(model, WithLongRange):
+        return {"backbone": n(model.backbone), "long_range": n(model.long_range), "total": n(model)}
+    return {"backbone": n(model), "long_range": 0, "total": n(model)}
