@@ -28,7 +28,8 @@ class _AttentionBlock(nn.Module):
         H = self.heads
         q, k, v = self.qkv(x).view(B, n, 3, H, d // H).permute(2, 0, 3, 1, 4)      # 3 x [B, H, n, dh]
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // H)                        # [B, H, n, n]  (quadratic)
-        scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
+        if not bool(mask.all()):                                                    # padding present
+            scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
         o = (self.drop(scores.softmax(-1)) @ v).transpose(1, 2).reshape(B, n, d)
         return self.out(o)[mask]
 
