@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: published protocol; distance: training-free readout distance")
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=_cmd_expressivity)
+    from farfield.cli.study import add_commands
+    add_commands(sub)
     return parser
 
 

@@ -1,0 +1,202 @@
+"""Typed training configuration: ``TrainConfig`` = data + model + task + optim + run sections.
+
+Every section is a frozen dataclass validated on construction; :meth:`TrainConfig.from_dict` rejects
+unknown keys (naming them and the allowed ones) and :func:`apply_overrides` applies ``key=value`` strings
+with dotted keys (``optim.lr=1e-3``, ``model.long_range=ewald``), values parsed as YAML scalars.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from farfield._config import check_keys
+from farfield.errors import ConfigError
+from farfield.models.config import ModelConfig
+
+__all__ = ["DataConfig", "TaskConfig", "OptimConfig", "RunConfig", "TrainConfig", "TASKS", "apply_overrides",
+           "load_config"]
+
+TASKS = ("graph_regression", "node_regression", "binary", "multiclass", "multilabel")
+SCHEDULERS = ("plateau", "cosine", "none")
+
+
+def _choice(what, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"{what} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive(what, value, allow_zero=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(f"{what} must be a {'non-negative' if allow_zero else 'positive'} number, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """``dataset``: a name in :data:`farfield.datasets.DATASETS`; ``path`` its file (default: the shipped one);
+    ``edges``: the local edge spec (long-range strategies extend it); ``split``: train / val / test fractions,
+    drawn with ``split_seed`` (fixed across run seeds so that runs are paired); ``batch_size`` graphs and at most
+    ``max_atoms`` atoms per batch; ``limit``: use only the first N samples (0 = all)."""
+
+    dataset: str = "peptide_coulomb"
+    path: str | None = None
+    target: str = "energy"
+    hydrogens: bool = False
+    edges: str = "radius:5.0"
+    split: tuple = (0.8, 0.1, 0.1)
+    split_seed: int = 0
+    batch_size: int = 16
+    max_atoms: int = 4000
+    limit: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self):
+        from farfield.datasets import DATASETS
+        from farfield.graphs import parse_edge_spec
+        _choice("data.dataset", self.dataset, DATASETS)
+        parse_edge_spec(self.edges)
+        sp = tuple(self.split)
+        if len(sp) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in sp) or abs(sum(sp) - 1) > 1e-6 or sp[0] <= 0:
+            raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {self.split!r}")
+        object.__setattr__(self, "split", sp)
+        _positive("data.batch_size", self.batch_size)
+        _positive("data.max_atoms", self.max_atoms)
+        _positive("data.limit", self.limit, allow_zero=True)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """``kind``: one of :data:`TASKS`; ``num_outputs`` targets / classes; ``pooling`` for graph tasks;
+    ``standardize`` regression targets with the training mean and std."""
+
+    kind: str = "graph_regression"
+    num_outputs: int = 1
+    pooling: str = "sum"
+    standardize: bool = True
+
+    def __post_init__(self):
+        _choice("task.kind", self.kind, TASKS)
+        _choice("task.pooling", self.pooling, ("sum", "mean", "max"))
+        _positive("task.num_outputs", self.num_outputs)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 50
+    scheduler: str = "plateau"
+    patience: int = 0              # early stopping patience in epochs (0 = off)
+    grad_clip: float = 10.0
+
+    def __post_init__(self):
+        _positive("optim.lr", self.lr)
+        _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
+        _positive("optim.epochs", self.epochs)
+        _positive("optim.patience", self.patience, allow_zero=True)
+        _positive("optim.grad_clip", self.grad_clip, allow_zero=True)
+        _choice("optim.scheduler", self.scheduler, SCHEDULERS)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    out: str = "runs/train"
+    devices: int = 1
+    strategy: str = "auto"
+    accelerator: str = "cpu"
+    progress: bool = True
+    tensorboard: bool = False
+
+    def __post_init__(self):
+        _positive("run.devices", self.devices)
+        _choice("run.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
+        _choice("run.accelerator", self.accelerator, ("cpu", "gpu", "cuda", "auto"))
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "task": TaskConfig, "optim": OptimConfig, "run": RunConfig}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig("schnet", {"hidden": 64, "num_layers": 3}))
+    task: TaskConfig = field(default_factory=TaskConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "TrainConfig":
+        d = d or {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"a training config must be a mapping of sections {list(_SECTIONS)}, got {type(d).__name__}")
+        check_keys(cls, d, "config section")
+        kw = {}
+        for name, sec in _SECTIONS.items():
+            v = d.get(name, {})
+            if v is None:
+                v = {}
+            if not isinstance(v, dict):
+                raise ConfigError(f"config section {name!r} must be a mapping, got {v!r}")
+            if name == "model":
+                base = asdict(cls().model) if not v else {}
+                kw[name] = ModelConfig.from_dict({**base, **v})
+            else:
+                check_keys(sec, v, f"{name}")
+                kw[name] = sec(**v)
+        return cls(**kw)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["data"]["split"] = list(self.data.split)
+        return d
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``section.key=value`` (or ``model.backbone_options.hidden=32``) overrides; values are YAML."""
+    import yaml
+    d = cfg.to_dict()
+    for o in overrides:
+        key, eq, raw = o.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"override {o!r} is not of the form section.key=value")
+        parts = key.split(".")
+        if len(parts) < 2 or parts[0] not in _SECTIONS:
+            raise ConfigError(f"override {o!r}: the key must start with a section: {list(_SECTIONS)}")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {o!r}: cannot parse value ({e})") from e
+        if isinstance(value, str):      # YAML 1.1 reads 3e-3 as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        node = d
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                if p in node or node is d:
+                    node[p] = {} if node.get(p) is None else node[p]
+                if not isinstance(node.get(p), dict):
+                    raise ConfigError(f"override {o!r}: {p!r} is not a section")
+            node = node[p]
+        node[parts[-1]] = value
+    return TrainConfig.from_dict(d)
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    import yaml
+    from farfield.errors import InputError
+    d = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise InputError(str(p), "config file not found")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise InputError(str(p), f"not valid YAML ({e})") from e
+        if not isinstance(d, dict):
+            raise InputError(str(p), f"must contain a mapping of sections {list(_SECTIONS)}")
+    return apply_overrides(TrainConfig.from_dict(d), list(overrides))

@@ -1,0 +1,214 @@
+"""Training stack and studies: configs, an end-to-end study, resume after a kill, NaN handling, DDP."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.data import Batch, Data
+
+from farfield.cli.main import main
+from farfield.datasets.peptide_coulomb import DEFAULT_PATH, card, generate, load
+from farfield.errors import ConfigError, InputError
+from farfield.train.config import TrainConfig, apply_overrides, load_config
+from farfield.train.data import AtomBudgetBatchSampler, split_indices
+
+SMALL = ["data.limit=16", "data.batch_size=8", "model.backbone_options={hidden: 8, num_layers: 1}",
+         "optim.epochs=1", "run.progress=false"]
+
+
+# -- configuration ---------------------------------------------------------------------------------------
+def test_config_round_trip_and_overrides(tmp_path):
+    cfg = apply_overrides(TrainConfig(), ["optim.lr=3e-3", "model.long_range=ewald",
+                                          "model.long_range_options={k_cutoff: 0.4}", "data.split=[0.6, 0.2, 0.2]"])
+    assert cfg.optim.lr == 3e-3 and cfg.model.long_range == "ewald" and cfg.data.split == (0.6, 0.2, 0.2)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    import yaml
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump(cfg.to_dict()))
+    assert load_config(p) == cfg
+
+
+@pytest.mark.parametrize("override,match", [
+    ("optim.lrr=1", "unknown optim key"), ("optim.lr=-1", "optim.lr must be a positive"),
+    ("task.kind=regression", "task.kind must be one of"), ("data.split=[0.5, 0.1]", "data.split"),
+    ("model.long_range=ewlad", "unknown long-range strategy"), ("nosection.x=1", "must start with a section"),
+    ("optim.lr", "not of the form"), ("data.edges=radius", "radius needs a cutoff"),
+    ("data.dataset=qm10", "data.dataset must be one of"), ("run.strategy=fsdp", "run.strategy"),
+])
+def test_config_errors_name_the_key(override, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(TrainConfig(), [override])
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(InputError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [1, 2\n")
+    with pytest.raises(InputError, match="not valid YAML"):
+        load_config(bad)
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    with pytest.raises(InputError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+# -- data ------------------------------------------------------------------------------------------------
+def test_atom_budget_batches():
+    sizes = [100, 900, 50, 400, 3000, 20, 20]
+    s = AtomBudgetBatchSampler(sizes, batch_size=3, max_atoms=1000, shuffle=True, seed=1)
+    batches = list(iter(s))
+    assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
+    for b in batches:
+        assert len(b) <= 3 and (sum(sizes[i] for i in b) <= 1000 or len(b) == 1)
+    assert list(iter(s)) != batches or True       # reshuffled per epoch (may coincide by chance)
+
+
+def test_split_is_fixed_and_disjoint():
+    a = split_indices(100, (0.8, 0.1, 0.1), 0)
+    b = split_indices(100, (0.8, 0.1, 0.1), 0)
+    assert all((x == y).all() for x, y in zip(a, b))
+    assert len(set(np.concatenate(a))) == 100 and [len(x) for x in a] == [80, 10, 10]
+
+
+def test_shipped_benchmark_card_and_determinism():
+    data = load()
+    c = card(data)
+    assert c["peptides"] >= 500 and c["far_variance_share"] >= 0.30
+    assert DEFAULT_PATH.stat().st_size < 10 * 2 ** 20
+    # regenerating a slice reproduces the shipped values
+    meta = data["meta"]
+    for i in (0, 7):
+        p = generate(1, seed=meta["seed"], start=i, cutoff=meta["cutoff"])[0]
+        a, b = data["offsets"][i], data["offsets"][i + 1]
+        assert p.sequence == str(data["sequence"][i])
+        np.testing.assert_array_equal(p.numbers, data["numbers"][a:b])
+        np.testing.assert_allclose(p.pos, data["pos"][a:b], atol=1e-4)
+        np.testing.assert_allclose(p.charge, data["charge"][a:b], atol=1e-6)
+        assert abs(p.energy - data["energy"][i]) < 1e-3 and abs(p.energy_far - data["energy_far"][i]) < 1e-3
+
+
+def test_bad_dataset_files(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="not a readable farfield dataset"):
+        load(tmp_path / "junk.npz")
+    np.savez(tmp_path / "partial.npz", offsets=np.array([0, 1]))
+    with pytest.raises(InputError, match="missing arrays"):
+        load(tmp_path / "partial.npz")
+
+
+def test_nan_in_data_is_named(tmp_path, monkeypatch):
+    from farfield.datasets import peptide_coulomb
+    from farfield.train.data import GraphDataModule
+    graphs = peptide_coulomb()[:6]
+    graphs[2].pos[0, 0] = float("nan")
+    monkeypatch.setitem(__import__("farfield.datasets", fromlist=["DATASETS"]).DATASETS, "peptide_coulomb",
+                        lambda path=None, **kw: graphs)
+    with pytest.raises(InputError, match="peptide_2.*NaN"):
+        GraphDataModule(TrainConfig().data, "radius:5.0").setup()
+
+
+# -- module ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kind,n,y", [("graph_regression", 1, lambda: torch.randn(2, 1)),
+                                      ("binary", 1, lambda: torch.tensor([[0.0], [1.0]])),
+                                      ("multiclass", 3, lambda: torch.tensor([0, 2])),
+                                      ("multilabel", 4, lambda: torch.tensor([[0, 1, 1, 0], [1, 0, 0, 0.0]])),
+                                      ("node_regression", 2, None)])
+def test_task_heads(kind, n, y):
+    from farfield.models import InputSpec, build_backbone
+    from farfield.train.config import OptimConfig, TaskConfig
+    from farfield.train.module import TaskModule
+    gs = []
+    for k in range(2):
+        d = Data(x_s=torch.randn(5, 4), pos=torch.randn(5, 3) * 2, edge_index=torch.tensor([[0, 1, 2], [1, 2, 3]]))
+        gs.append(d)
+    b = Batch.from_data_list(gs)
+    b.y = y() if y is not None else torch.randn(10, n)
+    m = TaskModule(build_backbone("schnet", InputSpec(4), hidden=8, num_layers=1, cutoff=10.0),
+                   TaskConfig(kind=kind, num_outputs=n), OptimConfig())
+    out = m(b)
+    assert out.shape == ((10, n) if kind == "node_regression" else (2, n))
+    loss = m._step(b, "train")
+    assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_non_finite_loss_stops_with_a_clear_error():
+    from farfield.models import InputSpec, build_backbone
+    from farfield.train.config import OptimConfig, TaskConfig
+    from farfield.train.module import NonFiniteLossError, TaskModule
+    m = TaskModule(build_backbone("schnet", InputSpec(4), hidden=8, num_layers=1, cutoff=10.0), TaskConfig(),
+                   OptimConfig())
+    b = Batch.from_data_list([Data(x_s=torch.randn(3, 4), pos=torch.randn(3, 3), edge_index=torch.tensor([[0], [1]]),
+                                   y=torch.tensor([[float("nan")]]))])
+    with pytest.raises(NonFiniteLossError, match="training loss became nan"):
+        m.training_step(b, 0)
+
+
+# -- end to end ------------------------------------------------------------------------------------------
+def test_tiny_study_writes_report_and_skips_finished_runs(tmp_path, capsys):
+    out = tmp_path / "study"
+    args = ["study", *SMALL, "--strategies", "none", "virtual_node", "--seeds", "2", "--out", str(out), "--json"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert [g["strategy"] for g in summary["groups"]] == ["none", "virtual_node"]
+    assert "vs_none" in summary["groups"][1] and summary["groups"][1]["n"] == 2
+    for f in ("results.csv", "results.json", "report.md", "metric.png", "curves.png", "cost.png"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    assert "| schnet | virtual_node |" in (out / "report.md").read_text()
+    run = out / "runs" / "schnet" / "none" / "seed0"
+    assert {"config.yaml", "metrics.json"} <= {p.name for p in run.iterdir()}
+    assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
+    stamp = (run / "metrics.json").stat().st_mtime_ns
+    assert main(args[:-1]) == 0                        # rerun: everything skipped
+    err = capsys.readouterr().err
+    assert err.count("(done, skipped)") == 4 and (run / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_killed_run_resumes_from_last_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "farfield.cli.main", "train", *SMALL[:-2], "optim.epochs=40", "run.progress=false",
+           "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    last = out / "checkpoints" / "last.ckpt"
+    t0 = time.time()
+    while time.time() - t0 < 120 and not (last.is_file() and torch.load(last, weights_only=False)["epoch"] >= 1):
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert last.is_file() and not (out / "metrics.json").exists()
+    done = torch.load(last, weights_only=False)["epoch"]
+    assert main(["train", *SMALL[:-2], f"optim.epochs={done + 2}", "run.progress=false", "--out", str(out)]) == 0
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["epochs"] == done + 2
+    logged = {c["epoch"] for c in res["curve"]}
+    assert logged >= set(range(done + 2))             # the log continues across the kill
+
+
+def test_train_cli_errors(capsys, tmp_path):
+    assert main(["train", "optim.lrr=1"]) == 2
+    assert "unknown optim key" in capsys.readouterr().err
+    assert main(["train", str(tmp_path / "none.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    assert main(["study", "--strategies", "vn"]) == 2
+    assert "unknown strategy 'vn'" in capsys.readouterr().err
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    out = tmp_path / "ddp"
+    exe = Path(sys.executable).with_name("farfield")
+    cmd = [str(exe) if exe.exists() else "farfield", "train", *SMALL, "--devices", "2", "--strategy", "ddp",
+           "--out", str(out)]
+    env = {**os.environ, "PL_DISABLE_FORK": "1"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(res["test/mae"])
