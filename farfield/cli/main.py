@@ -12,6 +12,9 @@ FILE] [--json]`` runs the symmetry check of every backbone, alone or with every 
 ``farfield expressivity [--models ...] [--tests ...] [--layers ...] [--seeds N] [--epochs N] [--mode
 train|distance] [--json]`` runs the geometric-WL pairs and compares the results with the theory.
 
+``farfield train CONFIG [KEY=VALUE ...]`` trains one model; ``farfield study`` runs a controlled study of
+long-range strategies (see :mod:`farfield.cli.study`).
+
 Errors in the input or options print one line ``farfield: error: ...`` (no traceback) and exit with 2.
 """
 from __future__ import annotations
