@@ -202,6 +202,16 @@ def test_train_cli_errors(capsys, tmp_path):
     assert "unknown strategy 'vn'" in capsys.readouterr().err
 
 
+def test_tensorboard_flag(tmp_path, capsys):
+    import importlib.util
+    args = ["train", *SMALL, "run.tensorboard=true", "--out", str(tmp_path / "tb")]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        assert main(args) == 0 and any((tmp_path / "tb" / "tensorboard").rglob("events.*"))
+    else:
+        assert main(args) == 2
+        assert "needs the tensorboard package" in capsys.readouterr().err
+
+
 def test_ddp_two_cpu_processes(tmp_path):
     out = tmp_path / "ddp"
     exe = Path(sys.executable).with_name("farfield")

@@ -94,7 +94,10 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
     previous = sorted((out / "logs").glob("**/metrics.csv"))
     loggers = [CSVLogger(out, name="logs", version=f"part{len(previous)}")]
     if cfg.run.tensorboard:
-        loggers.append(TensorBoardLogger(out, name="tensorboard", version=""))
+        import importlib.util
+        if not (importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX")):
+            raise ConfigError("run.tensorboard=true needs the tensorboard package (pip install tensorboard)")
+        loggers.append(TensorBoardLogger(out, name="tensorboard", version=f"part{len(previous)}"))
     if cfg.run.devices > 1 and cfg.run.strategy == "auto":
         raise ConfigError("run.devices > 1 needs run.strategy=ddp (or ddp_spawn)")
     trainer = L.Trainer(max_epochs=cfg.optim.epochs, accelerator=cfg.run.accelerator, devices=cfg.run.devices,
