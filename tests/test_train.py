@@ -48,6 +48,15 @@ def test_config_errors_name_the_key(override, match):
         apply_overrides(TrainConfig(), [override])
 
 
+def test_shipped_example_configs_load_and_train(tmp_path):
+    examples = sorted((Path(__file__).resolve().parent.parent / "examples").glob("*.yaml"))
+    assert examples
+    for p in examples:
+        cfg = load_config(p)
+        assert main(["train", str(p), *SMALL, "--out", str(tmp_path / p.stem)]) == 0, p
+        assert (tmp_path / p.stem / "metrics.json").is_file() and cfg.model.backbone
+
+
 def test_config_file_errors(tmp_path):
     with pytest.raises(InputError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
