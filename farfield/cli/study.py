@@ -53,18 +53,17 @@ def _split_config(args) -> None:
         args.config = None
 
 
+def _flag_overrides(args, mapping: dict[str, str]) -> list[str]:
+    """``key=value`` overrides for the command-line flags that were given (``mapping``: flag -> config key)."""
+    return [f"{key}={getattr(args, flag)}" for flag, key in mapping.items() if getattr(args, flag)]
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from farfield.train.config import load_config
     from farfield.train.run import train
 
     _split_config(args)
-    extra = []
-    if args.out:
-        extra.append(f"run.out={args.out}")
-    if args.devices:
-        extra.append(f"run.devices={args.devices}")
-    if args.strategy:
-        extra.append(f"run.strategy={args.strategy}")
+    extra = _flag_overrides(args, {"out": "run.out", "devices": "run.devices", "strategy": "run.strategy"})
     cfg = load_config(args.config, list(args.overrides) + extra)
     res = train(cfg, quiet=args.json)
     if not res:          # non-zero ranks of a distributed run
@@ -83,15 +82,8 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from farfield.train.study import DEFAULT_STRATEGIES, Study, format_table, run_study
 
     _split_config(args)
-    over = ([] if args.config else list(DEFAULT_STUDY)) + list(args.overrides)
-    if args.dataset:
-        over.append(f"data.dataset={args.dataset}")
-    if args.data_path:
-        over.append(f"data.path={args.data_path}")
-    if args.epochs:
-        over.append(f"optim.epochs={args.epochs}")
-    if args.limit:
-        over.append(f"data.limit={args.limit}")
+    over = ([] if args.config else list(DEFAULT_STUDY)) + list(args.overrides) + _flag_overrides(
+        args, {"dataset": "data.dataset", "data_path": "data.path", "epochs": "optim.epochs", "limit": "data.limit"})
     base = load_config(args.config, over)
     study = Study(base, tuple(args.backbones or [base.model.backbone]), tuple(args.strategies or DEFAULT_STRATEGIES),
                   args.seeds, args.out)
