@@ -38,7 +38,14 @@ def add_commands(sub) -> None:
     s.add_argument("--data-path", default=None, help="dataset file (data.path; default: the shipped one)")
     s.add_argument("--backbones", nargs="+", default=None, metavar="NAME", help="backbones (default: the config's)")
     s.add_argument("--strategies", nargs="+", default=None, metavar="NAME", help="long-range strategies")
-    s.add_argument("--seeds", type=int, default=3, help="seeds per combination (default 3)")
+    s.add_argument("--seeds", type=int, default=5, help="seeds per combination (default 5)")
+    s.add_argument("--split-seeds", type=int, nargs="+", default=None, metavar="S",
+                   help="split seeds (default: the config's data.split_seed); several separate seed and split variance")
+    s.add_argument("--workers", type=int, default=None,
+                   help="parallel training processes at one thread each (default: the number of CPUs, at most 8; "
+                        "0 = in this process)")
+    s.add_argument("--no-param-matched", action="store_true",
+                   help="leave out the parameter-matched baseline (none-wide)")
     s.add_argument("--epochs", type=int, default=None, help="epochs per run (optim.epochs)")
     s.add_argument("--limit", type=int, default=None, help="use only the first N samples (data.limit)")
     s.add_argument("--out", default="farfield_study", help="output directory (default ./farfield_study)")
@@ -54,18 +61,27 @@ def _split_config(args) -> None:
 
 
 def _flag_overrides(args, mapping: dict[str, str]) -> list[str]:
-    """``key=value`` overrides for the command-line flags that were given (``mapping``: flag -> config key)."""
-    return [f"{key}={getattr(args, flag)}" for flag, key in mapping.items() if getattr(args, flag)]
+    """``key=value`` overrides for the command-line flags that were given (``mapping``: flag -> config key);
+    a flag given as 0 is passed on (and validated), not dropped."""
+    return [f"{key}={getattr(args, flag)}" for flag, key in mapping.items() if getattr(args, flag) is not None]
+
+
+def _interrupted(e) -> int:
+    print(f"farfield: {e}", file=sys.stderr)
+    return e.exit_code
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from farfield.train.config import load_config
-    from farfield.train.run import train
+    from farfield.train.run import Interrupted, train
 
     _split_config(args)
     extra = _flag_overrides(args, {"out": "run.out", "devices": "run.devices", "strategy": "run.strategy"})
     cfg = load_config(args.config, list(args.overrides) + extra)
-    res = train(cfg, quiet=args.json)
+    try:
+        res = train(cfg, quiet=args.json)
+    except Interrupted as e:
+        return _interrupted(e)
     if not res:          # non-zero ranks of a distributed run
         return 0
     if args.json:
@@ -78,20 +94,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
+    import os
+
     from farfield.train.config import load_config
+    from farfield.train.run import Interrupted
     from farfield.train.study import DEFAULT_STRATEGIES, Study, format_table, run_study
 
     _split_config(args)
     over = ([] if args.config else list(DEFAULT_STUDY)) + list(args.overrides) + _flag_overrides(
         args, {"dataset": "data.dataset", "data_path": "data.path", "epochs": "optim.epochs", "limit": "data.limit"})
     base = load_config(args.config, over)
+    workers = args.workers if args.workers is not None else min(8, len(os.sched_getaffinity(0)))
     study = Study(base, tuple(args.backbones or [base.model.backbone]), tuple(args.strategies or DEFAULT_STRATEGIES),
-                  args.seeds, args.out)
-    summary = run_study(study, quiet=args.json)
+                  args.seeds, args.out, param_matched=not args.no_param_matched,
+                  split_seeds=tuple(args.split_seeds or [base.data.split_seed]), workers=workers)
+    try:
+        summary = run_study(study, quiet=args.json)
+    except Interrupted as e:
+        return _interrupted(e)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
         print(format_table(summary))
         print(f"\nreport: {args.out}/report.md (plots metric.png, curves.png, cost.png; results.csv / results.json)",
               file=sys.stdout)
+    if summary.get("failed"):
+        print(f"farfield: {len(summary['failed'])} run(s) failed (listed in the report); the summary leaves them out",
+              file=sys.stderr)
+        return 1
     return 0

@@ -25,6 +25,21 @@ def _choice(what, value, allowed):
         raise ConfigError(f"{what} must be one of {list(allowed)}, got {value!r}")
 
 
+def _integer(what, value, minimum=0):
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
+
+
+def _boolean(what, value):
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what} must be true or false, got {value!r}")
+
+
+def _string(what, value, optional=False):
+    if not (isinstance(value, str) or (optional and value is None)):
+        raise ConfigError(f"{what} must be a string, got {value!r}")
+
+
 def _positive(what, value, allow_zero=False):
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (value >= 0 if allow_zero else value > 0)
     if not ok:
@@ -54,14 +69,20 @@ class DataConfig:
         from farfield.datasets import DATASETS
         from farfield.graphs import parse_edge_spec
         _choice("data.dataset", self.dataset, DATASETS)
+        _string("data.path", self.path, optional=True)
+        _string("data.target", self.target)
+        _string("data.edges", self.edges)
+        _boolean("data.hydrogens", self.hydrogens)
         parse_edge_spec(self.edges)
         sp = tuple(self.split)
         if len(sp) != 3 or any(not isinstance(x, (int, float)) or x < 0 for x in sp) or abs(sum(sp) - 1) > 1e-6 or sp[0] <= 0:
             raise ConfigError(f"data.split must be three non-negative fractions summing to 1, got {self.split!r}")
         object.__setattr__(self, "split", sp)
-        _positive("data.batch_size", self.batch_size)
-        _positive("data.max_atoms", self.max_atoms)
-        _positive("data.limit", self.limit, allow_zero=True)
+        _integer("data.split_seed", self.split_seed)
+        _integer("data.batch_size", self.batch_size, 1)
+        _integer("data.max_atoms", self.max_atoms, 1)
+        _integer("data.limit", self.limit)
+        _integer("data.num_workers", self.num_workers)
 
 
 @dataclass(frozen=True)
@@ -77,7 +98,8 @@ class TaskConfig:
     def __post_init__(self):
         _choice("task.kind", self.kind, TASKS)
         _choice("task.pooling", self.pooling, ("sum", "mean", "max"))
-        _positive("task.num_outputs", self.num_outputs)
+        _integer("task.num_outputs", self.num_outputs, 1)
+        _boolean("task.standardize", self.standardize)
 
 
 @dataclass(frozen=True)
@@ -92,8 +114,8 @@ class OptimConfig:
     def __post_init__(self):
         _positive("optim.lr", self.lr)
         _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
-        _positive("optim.epochs", self.epochs)
-        _positive("optim.patience", self.patience, allow_zero=True)
+        _integer("optim.epochs", self.epochs, 1)
+        _integer("optim.patience", self.patience)
         _positive("optim.grad_clip", self.grad_clip, allow_zero=True)
         _choice("optim.scheduler", self.scheduler, SCHEDULERS)
 
@@ -109,7 +131,11 @@ class RunConfig:
     tensorboard: bool = False
 
     def __post_init__(self):
-        _positive("run.devices", self.devices)
+        _integer("run.seed", self.seed)
+        _integer("run.devices", self.devices, 1)
+        _string("run.out", self.out)
+        _boolean("run.progress", self.progress)
+        _boolean("run.tensorboard", self.tensorboard)
         _choice("run.strategy", self.strategy, ("auto", "ddp", "ddp_spawn"))
         _choice("run.accelerator", self.accelerator, ("cpu", "gpu", "cuda", "auto"))
 
@@ -139,7 +165,11 @@ class TrainConfig:
             if not isinstance(v, dict):
                 raise ConfigError(f"config section {name!r} must be a mapping, got {v!r}")
             if name == "model":
-                base = asdict(cls().model) if not v else {}
+                # the defaults of TrainConfig's model section, whatever subset of it a file or override gives;
+                # the default backbone options only apply to the default backbone
+                base = asdict(cls().model)
+                if v.get("backbone", base["backbone"]) != base["backbone"]:
+                    base["backbone_options"] = {}
                 kw[name] = ModelConfig.from_dict({**base, **v})
             else:
                 check_keys(sec, v, f"{name}")

@@ -1,8 +1,6 @@
 """The Lightning module: backbone (+ long-range strategy) -> task head -> loss and torchmetrics metrics."""
 from __future__ import annotations
 
-import math
-
 import lightning as L
 import torch
 import torchmetrics
@@ -55,6 +53,7 @@ class TaskModule(L.LightningModule):
         self.register_buffer("y_std", torch.ones(k) if target_std is None else torch.as_tensor(target_std).reshape(k).float())
         self.metrics = nn.ModuleDict({f"{s}_": _metrics(task.kind, k).clone(prefix=f"{s}/") for s in ("train", "val", "test")})
         self.monitor, self.mode = MONITOR[task.kind]
+        self._bad_flag = None
         if config is not None:
             self.save_hyperparameters({"config": config})
 
@@ -93,12 +92,26 @@ class TaskModule(L.LightningModule):
                  prog_bar=stage != "test")
         return loss
 
+    #: the loss is checked for NaN / Inf every this many steps (and at the end of each epoch): a check reads the
+    #: value on the host, which would otherwise synchronise every step on an accelerator
+    check_every: int = 25
+
     def training_step(self, batch, batch_idx):
         loss = self._step(batch, "train")
-        if not math.isfinite(float(loss.detach())):
-            raise NonFiniteLossError(f"training loss became {float(loss.detach()):g} at epoch {self.current_epoch}, batch "
-                                     f"{batch_idx}; the last good checkpoint is kept (lower optim.lr or check the data)")
+        bad = ~torch.isfinite(loss.detach())
+        self._bad_flag = bad if batch_idx == 0 or self._bad_flag is None else self._bad_flag | bad
+        if batch_idx % self.check_every == 0:
+            self._raise_if_non_finite(batch_idx)
         return loss
+
+    def _raise_if_non_finite(self, where) -> None:
+        if self._bad_flag is not None and bool(self._bad_flag):
+            raise NonFiniteLossError(f"training loss became NaN or infinite in epoch {self.current_epoch} (by batch "
+                                     f"{where}); the last good checkpoint is kept (lower optim.lr or check the data)")
+
+    def on_validation_epoch_start(self):
+        if self.training or self.trainer.state.fn == "fit":
+            self._raise_if_non_finite("the end of the epoch")     # before any checkpoint of this epoch is saved
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
@@ -112,6 +125,7 @@ class TaskModule(L.LightningModule):
         m.reset()
 
     def on_train_epoch_end(self):
+        self._raise_if_non_finite("the end of the epoch")
         self._epoch_end("train")
 
     def on_validation_epoch_end(self):

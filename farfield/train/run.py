@@ -3,21 +3,147 @@
 Run directory (``config.run.out``): ``config.yaml`` (the resolved config), ``checkpoints/last.ckpt`` (every
 epoch) and ``checkpoints/best.ckpt`` (best validation metric), ``logs/`` (CSV, optional TensorBoard),
 ``metrics.json`` (written last: its presence marks a finished run). Re-running a killed run resumes from
-``last.ckpt``; re-running a finished run returns its metrics without training.
+``last.ckpt``; re-running a finished run returns its metrics without training. Both only when the run
+directory holds the *same* configuration (:func:`config_key`): a directory holding a different one is
+refused with the keys that differ, never silently reused. SIGINT / SIGTERM stop training at the next batch
+boundary (the last finished epoch's checkpoint is kept) and raise :class:`Interrupted`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import signal
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-from farfield.errors import ConfigError
+from farfield.errors import ConfigError, FarfieldError
 from farfield.train.config import TrainConfig
 
-__all__ = ["train", "build_module"]
+__all__ = ["train", "build_module", "config_key", "config_hash", "Interrupted", "local_cutoff"]
+
+#: run options that do not change what is computed
+_PRESENTATION_KEYS = ("out", "progress", "tensorboard")
+
+
+class Interrupted(FarfieldError):
+    """Training was stopped by SIGINT / SIGTERM; the last finished epoch's checkpoint is kept."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        self.signum = int(signum)
+        super().__init__(f"interrupted by {signal.Signals(self.signum).name}; re-run the same command to resume")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def config_key(cfg: TrainConfig | dict) -> dict:
+    """The part of a config that determines the result (everything but where and how it is displayed)."""
+    d = cfg.to_dict() if isinstance(cfg, TrainConfig) else json.loads(json.dumps(cfg))
+    for k in _PRESENTATION_KEYS:
+        d.get("run", {}).pop(k, None)
+    return d
+
+
+def config_hash(cfg: TrainConfig | dict) -> str:
+    """A short stable hash of :func:`config_key` (sha256 of its sorted JSON, 10 hex digits)."""
+    return hashlib.sha256(json.dumps(config_key(cfg), sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(a) | set(b)):
+        x, y = a.get(k), b.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += _differences(x, y, f"{prefix}{k}.")
+        elif x != y:
+            out.append(f"{prefix}{k}: {x!r} -> {y!r}")
+    return out
+
+
+def _check_same_config(out: Path, cfg: TrainConfig) -> None:
+    """Refuse a run directory that holds a run of another configuration (config.yaml or last.ckpt)."""
+    import yaml
+    new = config_key(cfg)
+    path = out / "config.yaml"
+    if path.is_file():
+        try:
+            old = config_key(yaml.safe_load(path.read_text()) or {})
+        except yaml.YAMLError:
+            old = None
+        if old is not None and old != new:
+            diff = "; ".join(_differences(old, new)[:6])
+            raise ConfigError(f"run directory {out} holds a run of a different configuration ({diff}); use another "
+                              "--out / run.out, or delete the directory to start over")
+
+
+def _check_checkpoint(last: Path, cfg: TrainConfig) -> bool:
+    """True if ``last`` can be resumed: readable and written by the same configuration. An unreadable
+    checkpoint (killed mid-write) is moved aside with a warning and the run starts over."""
+    if not last.is_file():
+        return False
+    try:
+        ck = torch.load(last, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is set aside, never half-loaded
+        bad = last.with_suffix(".ckpt.unreadable")
+        last.replace(bad)
+        warnings.warn(f"checkpoint {last} is unreadable ({type(e).__name__}); moved to {bad.name}, starting over")
+        return False
+    old = (ck.get("hyper_parameters") or {}).get("config")
+    if old is not None and config_key(old) != config_key(cfg):
+        diff = "; ".join(_differences(config_key(old), config_key(cfg))[:6])
+        raise ConfigError(f"checkpoint {last} was written by a different configuration ({diff}); use another "
+                          "--out / run.out, or delete the run directory to start over")
+    return True
+
+
+@contextmanager
+def _stop_on_signals():
+    """SIGINT and SIGTERM ask Lightning to stop at the next batch boundary (its SIGTERM path), instead of
+    killing the process mid-write; the signal is remembered so that :func:`train` raises :class:`Interrupted`."""
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield {}
+        return
+    got = {}
+
+    def on_int(signum, frame):
+        got.setdefault("signum", signum)
+        os.kill(os.getpid(), signal.SIGTERM)         # Lightning's SIGTERM handler stops at a safe point
+
+    def on_term(signum, frame):
+        got.setdefault("signum", signum)
+
+    old = signal.signal(signal.SIGINT, on_int), signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield got
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+
+
+def local_cutoff(edges: str) -> float | None:
+    """The radius of the first radius builder of an edge spec (the model's natural cutoff), if any."""
+    from farfield.graphs import parse_edge_spec
+    for b in parse_edge_spec(edges).builders:
+        if b.kind == "radius":
+            return float(b.r)
+    return None
+
+
+def effective_model(cfg: TrainConfig):
+    """The model config with the backbone's cutoff taken from the local edge spec (``data.edges``) unless
+    ``model.backbone_options.cutoff`` is given, so that the radial basis spans the edges it is fed."""
+    from dataclasses import replace
+    r = local_cutoff(cfg.data.edges)
+    if r is None or "cutoff" in cfg.model.backbone_options:
+        return cfg.model
+    return replace(cfg.model, backbone_options={"cutoff": r, **cfg.model.backbone_options})
 
 
 def build_module(cfg: TrainConfig, dm):
@@ -25,7 +151,8 @@ def build_module(cfg: TrainConfig, dm):
     from farfield.train.module import TaskModule
     L_seed(cfg.run.seed)
     strategy = cfg.model.strategy()
-    model = cfg.model.build(dm.input_spec, max_edge_length=dm.max_edge_length if strategy.is_graph else None)
+    model = effective_model(cfg).build(dm.input_spec,
+                                       max_edge_length=dm.max_edge_length if strategy.is_graph else None)
     module = TaskModule(model, cfg.task, cfg.optim, dm.target_mean, dm.target_std, config=cfg.to_dict())
     return module, parameter_counts(model)
 
@@ -36,24 +163,29 @@ def L_seed(seed: int) -> None:
 
 
 class _EpochTimer:
+    """Wall-clock and CPU (process) seconds of every training epoch."""
+
     def __init__(self):
         import lightning as L
 
         class T(L.Callback):
             def __init__(s):
-                s.times, s.t0 = [], None
+                s.times, s.cpu, s.t0 = [], [], None
 
             def on_train_epoch_start(s, trainer, pl_module):
-                s.t0 = time.perf_counter()
+                s.t0 = (time.perf_counter(), time.process_time())
 
             def on_train_epoch_end(s, trainer, pl_module):
-                s.times.append(time.perf_counter() - s.t0)
+                s.times.append(time.perf_counter() - s.t0[0])
+                s.cpu.append(time.process_time() - s.t0[1])
         self.cb = T()
 
 
 def _quiet_lightning() -> None:
+    """Lightning's start-up banners (GPU / TPU availability, logger tips) are info-level: hide them."""
     import logging
-    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning",
+                 "lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -66,16 +198,21 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from farfield.train.data import GraphDataModule
 
-    if quiet:
-        _quiet_lightning()
+    _quiet_lightning()
     out = Path(cfg.run.out)
     done = out / "metrics.json"
+    _check_same_config(out, cfg)
     if done.is_file():
         return json.loads(done.read_text())
+    last = out / "checkpoints" / "last.ckpt"
+    resume = _check_checkpoint(last, cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (out / "config_hash").write_text(config_hash(cfg) + "\n")
     dm = datamodule or GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed,
                                        standardize=cfg.task.standardize)
     dm.setup("fit")
@@ -105,28 +242,45 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
                         gradient_clip_val=cfg.optim.grad_clip or None, use_distributed_sampler=False,
                         enable_progress_bar=cfg.run.progress and not quiet, enable_model_summary=False,
                         log_every_n_steps=1, num_sanity_val_steps=0)
-    last = ckpt_dir / "last.ckpt"
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _stop_on_signals() as got:
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*treespec.*")
-        trainer.fit(module, datamodule=dm, ckpt_path=str(last) if last.is_file() else None)
-        best_path = best.best_model_path or str(last)
-        test = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+            if got or trainer.received_sigterm:
+                raise SIGTERMException()
+            best_path = best.best_model_path or str(last)
+            test = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
+        except SIGTERMException:
+            raise Interrupted(got.get("signum", signal.SIGTERM)) from None
+        except ConfigError as e:
+            if "exceed the cutoff" in str(e):
+                raise ConfigError(f"{e}. In a training config: set model.backbone_options.cutoff to at least the "
+                                  "longest edge, or shorten data.edges") from None
+            raise
     if trainer.global_rank != 0:
         return {}
+    from farfield.train.stats import convergence
     val_best = float(best.best_model_score) if best.best_model_score is not None else float("nan")
+    curve = _curve(sorted((out / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:])),
+                   module.monitor)
+    times = timer.cb.times
     result = {
         "val/" + module.monitor: val_best,
         **{k: float(v) for k, v in (test[0] if test else {}).items()},
         "params": params,
         "epochs": int(trainer.current_epoch),
-        "sec_per_epoch": (sum(timer.cb.times) / len(timer.cb.times)) if timer.cb.times else None,
+        "sec_per_epoch": float(sorted(times)[len(times) // 2]) if times else None,
+        "sec_per_epoch_spread": float(max(times) / min(times)) if times and min(times) > 0 else None,
+        "cpu_sec_per_epoch": float(sorted(timer.cb.cpu)[len(times) // 2]) if times else None,
+        "threads": torch.get_num_threads(),
         **_throughput(module, dm),
-        "curve": _curve(sorted((out / "logs").glob("part*/metrics.csv"), key=lambda p: int(p.parent.name[4:])),
-                        module.monitor),
+        "convergence": convergence([c.get(f"val/{module.monitor}") for c in curve], mode=module.mode),
+        "curve": curve,
         "best_checkpoint": str(Path(best_path).name),
+        "config_hash": config_hash(cfg),
     }
     done.write_text(json.dumps(result, indent=2))
     return result
@@ -183,3 +337,24 @@ def _curve(csv_paths: list[Path], monitor: str) -> list[dict]:
                     if r.get(key) not in (None, ""):
                         rows.setdefault(e, {"epoch": e})[key] = float(r[key])
     return [rows[e] for e in sorted(rows)]
+
+
+def evaluate(cfg: TrainConfig, checkpoint: str | Path, split: str = "test") -> dict:
+    """Metrics of ``checkpoint`` on ``split`` ('val' or 'test') under ``cfg.run`` (devices, strategy): under
+    several processes each graph is evaluated exactly once, so the result equals the single-process one."""
+    import lightning as L
+
+    from farfield.train.data import GraphDataModule
+    _quiet_lightning()
+    dm = GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed,
+                         standardize=cfg.task.standardize)
+    dm.setup("test")
+    module, _ = build_module(cfg, dm)
+    trainer = L.Trainer(accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        use_distributed_sampler=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        run = trainer.validate if split == "val" else trainer.test
+        res = run(module, datamodule=dm, ckpt_path=str(checkpoint), verbose=False)
+    return {k: float(v) for k, v in (res[0] if res else {}).items()}

@@ -1,21 +1,30 @@
-"""``farfield study``: every backbone x long-range strategy x seed on one task, with a report.
+"""``farfield study``: every backbone x long-range strategy x seed on one task, with reference baselines,
+paired statistics and a report.
 
 Output directory::
 
-    OUT/runs/<backbone>/<strategy>/seed<k>/   one training run each (config.yaml, checkpoints, logs, metrics.json)
-    OUT/results.csv, OUT/results.json         one row per run, and the per-strategy summary
-    OUT/report.md                             table: metric mean +- std, parameters, time per epoch, memory,
-                                              throughput, paired test against the baseline
+    OUT/runs/<backbone>/<label>/seed<k>[-split<s>]-<hash>/   one training run each (config.yaml, checkpoints,
+                                                            logs, metrics.json); <hash> = config_hash(config)
+    OUT/results.csv, OUT/results.json                       one row per run, the summary and the baselines
+    OUT/report.md                                           the table, the baselines and how to read them
     OUT/metric.png, OUT/curves.png, OUT/cost.png
 
-Re-running the same command skips finished runs (``metrics.json`` present) and resumes interrupted ones
-from their last checkpoint. Runs are paired by seed: the same split and the same seed for every strategy.
+Runs are keyed by a hash of their resolved configuration, so re-running the same command reuses finished runs
+and resumes interrupted ones, and a changed configuration (more epochs, another learning rate) trains new
+runs instead of reporting stale ones. Runs are paired by seed: every strategy trains with the same split, the
+same seeds and the same budget. The comparison set contains ``none-wide``, the baseline widened to the
+parameter count of the largest mechanism, so that "more parameters" is not mistaken for "long range".
+
+Runs execute in ``workers`` processes at one thread each (independent runs in parallel use a small CPU better
+than one multi-threaded run, and single-threaded CPU kernels make every run reproducible), or in this process
+with ``workers=0``.
 """
 from __future__ import annotations
 
 import csv
 import json
 import math
+import signal
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -26,20 +35,46 @@ import numpy as np
 from farfield.errors import ConfigError
 from farfield.models.long_range import STRATEGIES
 from farfield.train.config import TrainConfig
+from farfield.train.run import Interrupted, config_hash
 
-__all__ = ["DEFAULT_STRATEGIES", "Study", "run_study", "summarize", "paired_test"]
+__all__ = ["DEFAULT_STRATEGIES", "WIDE", "Study", "RunSpec", "run_study", "summarize", "format_table",
+           "reference_baselines"]
 
-#: the default study: the baseline and every mechanism that is linear or near-linear in N, plus attention
+#: the default study: the baseline and the mechanisms that are linear or near-linear in N, plus attention
 DEFAULT_STRATEGIES = ("none", "random", "virtual_node", "neural_atoms", "ewald", "attention")
+#: label of the parameter-matched baseline
+WIDE = "none-wide"
+#: one colour per strategy across all plots
+_PALETTE = {name: f"C{i}" for i, name in enumerate(("none", WIDE, *[s for s in STRATEGIES if s != "none"]))}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    backbone: str
+    label: str          # the strategy, or WIDE for the parameter-matched baseline
+    seed: int
+    split_seed: int
+    cfg: TrainConfig
+
+    @property
+    def finished(self) -> bool:
+        return (Path(self.cfg.run.out) / "metrics.json").is_file()
 
 
 @dataclass(frozen=True)
 class Study:
+    """A controlled comparison: ``backbones`` x ``strategies`` (+ the parameter-matched baseline when
+    ``param_matched``) x ``seeds`` x ``split_seeds``, each run the ``base`` config with only the model's
+    strategy (and, for ``none-wide``, width) and the seeds changed."""
+
     base: TrainConfig
     backbones: tuple = ("schnet",)
     strategies: tuple = DEFAULT_STRATEGIES
-    seeds: int = 3
-    out: str = "runs/study"
+    seeds: int = 5
+    out: str = "farfield_study"
+    param_matched: bool = True
+    split_seeds: tuple = (0,)
+    workers: int = 0
 
     def __post_init__(self):
         from farfield.models import BACKBONES
@@ -49,54 +84,282 @@ class Study:
         for s in self.strategies:
             if s not in STRATEGIES:
                 raise ConfigError(f"study: unknown strategy {s!r}; choose from {list(STRATEGIES)}")
-        if self.seeds < 1:
-            raise ConfigError(f"study: seeds must be >= 1, got {self.seeds}")
+        if not isinstance(self.seeds, int) or self.seeds < 1:
+            raise ConfigError(f"study: seeds must be an integer >= 1, got {self.seeds!r}")
         if not self.strategies or not self.backbones:
             raise ConfigError("study: give at least one backbone and one strategy")
+        if not isinstance(self.workers, int) or self.workers < 0:
+            raise ConfigError(f"study: workers must be an integer >= 0, got {self.workers!r}")
+        if not self.split_seeds:
+            raise ConfigError("study: give at least one split seed")
 
-    def runs(self) -> list[tuple[str, str, int, TrainConfig]]:
+    def backbone_options(self, backbone: str) -> dict:
+        if backbone == self.base.model.backbone:
+            return dict(self.base.model.backbone_options)
+        return {k: v for k, v in self.base.model.backbone_options.items() if k in ("hidden", "num_layers")}
+
+    def labels(self) -> list[str]:
+        out = list(self.strategies)
+        if self.param_matched and "none" in out and len(out) > 1:
+            out.insert(out.index("none") + 1, WIDE)
+        return out
+
+    def runs(self, wide_options: dict[str, dict] | None = None) -> list[RunSpec]:
+        """Every run, in execution order. ``wide_options``: backbone -> options of its ``none-wide`` model
+        (from :func:`matched_width`); without it the parameter-matched runs are left out."""
         out = []
         for b in self.backbones:
-            opts = dict(self.base.model.backbone_options) if b == self.base.model.backbone else \
-                {k: v for k, v in self.base.model.backbone_options.items() if k in ("hidden", "num_layers")}
-            for s in self.strategies:
-                lr_opts = dict(self.base.model.long_range_options) if s == self.base.model.long_range else {}
-                for k in range(self.seeds):
-                    model = replace(self.base.model, backbone=b, backbone_options=opts, long_range=s,
-                                    long_range_options=lr_opts)
-                    run = replace(self.base.run, seed=k, out=str(Path(self.out) / "runs" / b / s / f"seed{k}"))
-                    out.append((b, s, k, replace(self.base, model=model, run=run)))
+            opts = self.backbone_options(b)
+            for label in self.labels():
+                if label == WIDE and not (wide_options and b in wide_options):
+                    continue
+                strategy = "none" if label == WIDE else label
+                lr_opts = dict(self.base.model.long_range_options) if strategy == self.base.model.long_range else {}
+                model = replace(self.base.model, backbone=b, long_range=strategy, long_range_options=lr_opts,
+                                backbone_options={**opts, **(wide_options[b] if label == WIDE else {})})
+                for split in self.split_seeds:
+                    for k in range(self.seeds):
+                        cfg = replace(self.base, model=model, data=replace(self.base.data, split_seed=int(split)),
+                                      run=replace(self.base.run, seed=k, progress=False))
+                        tag = f"seed{k}" + (f"-split{split}" if len(self.split_seeds) > 1 else "")
+                        run_dir = Path(self.out) / "runs" / b / label / f"{tag}-{config_hash(cfg)}"
+                        out.append(RunSpec(b, label, k, int(split), replace(cfg, run=replace(cfg.run, out=str(run_dir)))))
         return out
 
 
-def run_study(study: Study, quiet: bool = False, log=None) -> dict:
-    """Run (or resume) every run of ``study``; write results and the report; return the summary. Progress
-    lines go to ``log`` (default stderr)."""
-    log = log or sys.stderr
-    from farfield.train.data import GraphDataModule
-    from farfield.train.run import train
+# -- parameter matching -----------------------------------------------------------------------------------
+def _total_params(cfg: TrainConfig, spec, max_edge_length: float) -> int:
+    from farfield.models.config import parameter_counts
+    from farfield.train.run import effective_model
+    st = cfg.model.strategy()
+    model = effective_model(cfg).build(spec, max_edge_length=max_edge_length if st.is_graph else None)
+    d = model.hidden_s
+    head = d * d + d + d * cfg.task.num_outputs + cfg.task.num_outputs       # TaskModule's MLP [d, d, k]
+    return parameter_counts(model)["total"] + head
 
+
+def matched_width(study: Study, spec, max_edge_length: float) -> tuple[dict[str, dict], dict]:
+    """For each backbone, the smallest ``hidden`` at which the plain backbone (with the task head) has at least
+    as many parameters as the largest model of the study; returns (backbone -> options, parameter counts)."""
+    out, counts = {}, {}
+    for b in study.backbones:
+        opts = study.backbone_options(b)
+        target = 0
+        for s in study.strategies:
+            cfg = replace(study.base, model=replace(study.base.model, backbone=b, backbone_options=opts, long_range=s,
+                                                    long_range_options={}))
+            target = max(target, _total_params(cfg, spec, max_edge_length))
+        plain = replace(study.base, model=replace(study.base.model, backbone=b, backbone_options=opts,
+                                                  long_range="none", long_range_options={}))
+        h0 = int(opts.get("hidden", 64))
+        if _total_params(plain, spec, max_edge_length) >= target:
+            continue
+        lo, hi = h0, h0 * 2
+        wide = lambda h: replace(plain, model=replace(plain.model, backbone_options={**opts, "hidden": h}))
+        while _total_params(wide(hi), spec, max_edge_length) < target:
+            lo, hi = hi, hi * 2
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if _total_params(wide(mid), spec, max_edge_length) < target else (lo, mid)
+        out[b] = {"hidden": hi}
+        counts[b] = {"target": target, "wide": _total_params(wide(hi), spec, max_edge_length)}
+    return out, counts
+
+
+# -- reference baselines ------------------------------------------------------------------------------------
+BASELINE_LABELS = {
+    "mean": "mean predictor (training mean)",
+    "composition": "non-geometric: ridge on composition",
+    "cutoff_oracle": "cutoff oracle: ridge on the exact within-cutoff part + composition",
+}
+
+
+def reference_baselines(dm) -> dict[str, dict]:
+    """Test-split metrics of the reference baselines on the datamodule's split: the mean predictor and a ridge
+    regression (fitted on train, penalty chosen on val) on every ``baseline_<name>`` feature set the dataset
+    provides (typically ``composition`` and ``cutoff_oracle``)."""
+    from farfield.train.stats import mean_baseline, ridge_baseline
+    out = {}
+    y = {s: np.concatenate([g.y.double().numpy() for g in gs]) if gs else np.zeros((0, 1))
+         for s, gs in (("train", dm.train), ("val", dm.val), ("test", dm.test))}
+    out["mean"] = mean_baseline(y["train"], y["test"])
+    for name in dm.baselines:
+        a = dm.baseline_arrays(name)
+        out[name] = ridge_baseline(*a["train"], *a["val"], *a["test"])
+    for k, v in out.items():
+        v["label"] = BASELINE_LABELS.get(k, f"ridge on {k}")
+    return out
+
+
+# -- execution ----------------------------------------------------------------------------------------------
+_DATAMODULES: dict = {}
+
+
+def _datamodule(cfg: TrainConfig):
+    from farfield.train.data import GraphDataModule
+    spec = cfg.model.edge_spec(cfg.data.edges)
+    key = (spec, json.dumps(cfg.to_dict()["data"], sort_keys=True), cfg.task.standardize)
+    if key not in _DATAMODULES:
+        _DATAMODULES[key] = GraphDataModule(cfg.data, spec, seed=cfg.run.seed, standardize=cfg.task.standardize)
+    dm = _DATAMODULES[key]
+    dm.seed = cfg.run.seed
+    return dm
+
+
+def _train_one(cfg_dict: dict) -> dict:
+    from farfield.train.run import train
+    cfg = TrainConfig.from_dict(cfg_dict)
+    return train(cfg, datamodule=_datamodule(cfg), quiet=True)
+
+
+def _worker(tasks, results) -> None:
+    """A study worker process: one thread, runs until it gets None; SIGINT is left to the parent, which
+    forwards SIGTERM (Lightning then stops at the next batch boundary)."""
+    import torch
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(1)
+    while True:
+        job = tasks.get()
+        if job is None:
+            return
+        i, cfg_dict = job
+        try:
+            results.put((i, _train_one(cfg_dict), None))
+        except Interrupted:
+            results.put((i, None, "interrupted"))
+            return
+        except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
+            results.put((i, None, f"{type(e).__name__}: {e}"))
+
+
+class _Signals:
+    """Turn SIGINT / SIGTERM in the study's process into :class:`Interrupted` at a safe point."""
+
+    def __init__(self):
+        self.signum = None
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.signum = signum
+            raise Interrupted(signum)
+        self.old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items():
+            signal.signal(s, h)
+        return False
+
+
+def _execute(runs: list[RunSpec], workers: int, log, quiet: bool) -> tuple[dict, dict]:
+    """Train every unfinished run; returns (index -> result, index -> error message)."""
+    pending = [i for i, r in enumerate(runs) if not r.finished]
+    results, errors = {}, {}
+    for i, r in enumerate(runs):
+        if r.finished:
+            results[i] = json.loads((Path(r.cfg.run.out) / "metrics.json").read_text())
+    t0, n_done = time.perf_counter(), 0
+
+    def report(i, what):
+        nonlocal n_done
+        n_done += 1
+        elapsed = time.perf_counter() - t0
+        eta = elapsed / n_done * (len(pending) - n_done)
+        if not quiet:
+            r = runs[i]
+            print(f"[study] {n_done}/{len(pending)} trained ({len(runs)} runs, {len(runs) - len(pending)} reused): "
+                  f"{r.backbone} + {r.label}, seed {r.seed}{'' if len(set(x.split_seed for x in runs)) == 1 else f', split {r.split_seed}'}"
+                  f" {what}; elapsed {_fmt(elapsed)}, ETA {_fmt(eta)}", file=log, flush=True)
+
+    if not quiet and len(pending) < len(runs):
+        print(f"[study] {len(runs) - len(pending)} of {len(runs)} runs already finished with the same config: reused",
+              file=log, flush=True)
+    if not pending:
+        return results, errors
+    if workers == 0:
+        for i in pending:
+            try:
+                results[i] = _train_one(runs[i].cfg.to_dict())
+                report(i, "done")
+            except Interrupted:
+                raise
+            except Exception as e:  # noqa: BLE001
+                errors[i] = f"{type(e).__name__}: {e}"
+                report(i, f"FAILED ({errors[i]})")
+        return results, errors
+
+    import multiprocessing as mp
+    ctx = mp.get_context("spawn")
+    tasks, out_q = ctx.Queue(), ctx.Queue()
+    for i in pending:
+        tasks.put((i, runs[i].cfg.to_dict()))
+    n = min(workers, len(pending))
+    for _ in range(n):
+        tasks.put(None)
+    procs = [ctx.Process(target=_worker, args=(tasks, out_q), daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    received = 0
+    try:
+        while received < len(pending):
+            try:
+                i, res, err = out_q.get(timeout=1.0)
+            except Exception:  # noqa: BLE001 - queue.Empty: check the workers are alive
+                if not any(p.is_alive() for p in procs) and out_q.empty():
+                    raise RuntimeError("study workers exited unexpectedly") from None
+                continue
+            received += 1
+            if err is None:
+                results[i] = res
+                report(i, "done")
+            else:
+                errors[i] = err
+                report(i, f"FAILED ({err})")
+    except (Interrupted, KeyboardInterrupt):
+        for p in procs:
+            if p.is_alive():
+                p.terminate()            # SIGTERM: Lightning stops at the next batch boundary
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+        raise
+    for p in procs:
+        p.join(timeout=10)
+    return results, errors
+
+
+def run_study(study: Study, quiet: bool = False, log=None) -> dict:
+    """Run (or resume) every run of ``study``; compute the reference baselines; write results and the report;
+    return the summary. Progress lines go to ``log`` (default stderr). SIGINT / SIGTERM raise
+    :class:`Interrupted` after the workers have stopped at a safe point (finished epochs are kept)."""
+    log = log or sys.stderr
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs = study.runs()
-    rows, modules, t0, trained = [], {}, time.perf_counter(), 0
-    for i, (b, s, k, cfg) in enumerate(runs, 1):
-        finished = (Path(cfg.run.out) / "metrics.json").is_file()
-        spec = cfg.model.edge_spec(cfg.data.edges)
-        if not finished and spec not in modules:
-            modules[spec] = GraphDataModule(cfg.data, spec, seed=k, standardize=cfg.task.standardize)
-        if not finished:
-            modules[spec].seed = k
-        elapsed = time.perf_counter() - t0
-        eta = elapsed / trained * sum(1 for r in runs[i - 1:] if not (Path(r[3].run.out) / "metrics.json").is_file()) \
-            if trained else float("nan")
-        if not quiet:
-            print(f"[study] run {i}/{len(runs)}: {b} + {s}, seed {k}"
-                  f"{' (done, skipped)' if finished else ''}; elapsed {_fmt(elapsed)}, ETA {_fmt(eta)}", file=log, flush=True)
-        res = train(cfg, datamodule=None if finished else modules[spec], quiet=True)
-        trained += 0 if finished else 1
-        rows.append({"backbone": b, "strategy": s, "seed": k, **res})
-    summary = summarize(rows, study)
+    with _Signals():
+        baselines, wide, counts = {}, {}, {}
+        for split in study.split_seeds:
+            base = replace(study.base, data=replace(study.base.data, split_seed=int(split)))
+            from farfield.train.data import GraphDataModule
+            dm = GraphDataModule(base.data, base.data.edges, seed=0, standardize=base.task.standardize)
+            dm.setup()
+            baselines[int(split)] = reference_baselines(dm)
+            if study.param_matched and not wide and "none" in study.strategies and len(study.strategies) > 1:
+                import torch
+                longest = max(float(torch.pdist(g.pos.double()).max()) for g in dm.train + dm.val + dm.test
+                              if g.num_nodes > 1)
+                wide, counts = matched_width(study, dm.input_spec, longest)
+        runs = study.runs(wide)
+        results, errors = _execute(runs, study.workers, log, quiet)
+    rows = []
+    for i, r in enumerate(runs):
+        if i in results and results[i]:
+            rows.append({"backbone": r.backbone, "strategy": r.label, "seed": r.seed, "split_seed": r.split_seed,
+                         "run_dir": r.cfg.run.out, **results[i]})
+    summary = summarize(rows, study, baselines)
+    summary["failed"] = [{"backbone": runs[i].backbone, "strategy": runs[i].label, "seed": runs[i].seed,
+                          "error": e} for i, e in errors.items()]
+    summary["param_matching"] = {b: {**wide.get(b, {}), **counts.get(b, {})} for b in wide}
     write_outputs(out, rows, summary, study)
     return summary
 
@@ -108,19 +371,7 @@ def _fmt(sec: float) -> str:
     return f"{m}m{s:02d}s"
 
 
-def paired_test(base: list[float], other: list[float], seed: int = 0, n_boot: int = 10000) -> dict:
-    """Paired comparison by seed: mean difference (other - base), its bootstrap 95% CI over seeds, and the
-    paired t-test p-value (scipy; NaN with fewer than 2 pairs)."""
-    from scipy import stats
-    a, b = np.asarray(base, float), np.asarray(other, float)
-    d = b - a
-    rng = np.random.default_rng(seed)
-    boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(1) if len(d) else np.array([np.nan])
-    p = float(stats.ttest_rel(b, a).pvalue) if len(d) >= 2 and np.std(d) > 0 else float("nan")
-    return {"diff": float(d.mean()) if len(d) else float("nan"), "ci_low": float(np.percentile(boots, 2.5)),
-            "ci_high": float(np.percentile(boots, 97.5)), "p_value": p}
-
-
+# -- summary ------------------------------------------------------------------------------------------------
 def _metric_key(rows) -> tuple[str, str]:
     for key, mode in (("test/mae", "min"), ("test/auroc", "max"), ("test/ap", "max"), ("test/acc", "max")):
         if any(key in r for r in rows):
@@ -128,42 +379,137 @@ def _metric_key(rows) -> tuple[str, str]:
     raise ConfigError("study: runs report no known test metric")
 
 
-def summarize(rows: list[dict], study: Study) -> dict:
+def _units(study: Study) -> str:
+    try:
+        from farfield.datasets import target_units
+        return target_units(study.base.data.dataset, study.base.data.target) or ""
+    except (ImportError, KeyError, AttributeError):
+        return ""
+
+
+def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> dict:
+    """Per (backbone, strategy): mean, sd and per-seed values of the test metric, cost, convergence; paired
+    comparisons (by seed and split) with ``none`` and with ``none-wide``: mean difference, Student-t 95% CI,
+    Cohen's d_z, paired t-test p-value and its Holm adjustment over the strategies compared with that
+    baseline; **better** only with a finite Holm-adjusted p < 0.05 in the better direction."""
+    from farfield.train.stats import holm, paired_t, variance_components
+    if not rows:
+        raise ConfigError("study: no run finished; nothing to summarise")
     key, mode = _metric_key(rows)
-    out = {"metric": key, "better": "lower" if mode == "min" else "higher", "groups": []}
+    metric = key.split("/", 1)[1]
+    out = {"metric": key, "better": "lower" if mode == "min" else "higher", "units": _units(study), "groups": [],
+           "baselines": baselines or {}, "split_seeds": list(study.split_seeds), "seeds": study.seeds}
+    by = {}
+    for r in rows:
+        by.setdefault((r["backbone"], r["strategy"]), []).append(r)
     for b in study.backbones:
-        base = {r["seed"]: r[key] for r in rows if r["backbone"] == b and r["strategy"] == "none"}
-        for s in study.strategies:
-            rs = [r for r in rows if r["backbone"] == b and r["strategy"] == s]
+        for label in study.labels():
+            rs = by.get((b, label))
+            if not rs:
+                continue
             vals = np.array([r[key] for r in rs], float)
-            g = {"backbone": b, "strategy": s, "n": len(rs), "mean": float(vals.mean()),
-                 "std": float(vals.std(ddof=1)) if len(vals) > 1 else 0.0,
+            conv = [r.get("convergence") or {} for r in rs]
+            spe = [r["sec_per_epoch"] for r in rs if r.get("sec_per_epoch")]
+            g = {"backbone": b, "strategy": label, "n": len(rs), "mean": float(vals.mean()),
+                 "std": float(vals.std(ddof=1)) if len(vals) > 1 else float("nan"),
+                 "values": {f"{r['split_seed']}/{r['seed']}": float(r[key]) for r in rs},
                  "params": rs[0]["params"]["total"], "long_range_params": rs[0]["params"]["long_range"],
-                 "sec_per_epoch": float(np.mean([r["sec_per_epoch"] or np.nan for r in rs])),
-                 "graphs_per_sec": float(np.mean([r["graphs_per_sec"] or np.nan for r in rs])),
-                 "peak_rss_mb": float(np.max([r["peak_rss_mb"] or np.nan for r in rs]))}
-            if s != "none" and base:
-                pairs = [(base[r["seed"]], r[key]) for r in rs if r["seed"] in base]
-                t = paired_test([p[0] for p in pairs], [p[1] for p in pairs])
-                better = t["ci_high"] < 0 if mode == "min" else t["ci_low"] > 0
-                g.update({"vs_none": t, "better_than_none": bool(better and (t["p_value"] < 0.05 or len(pairs) < 2 or
-                                                                                 math.isnan(t["p_value"])))})
+                 "sec_per_epoch": float(np.median(spe)) if spe else float("nan"),
+                 "sec_per_epoch_range": [float(min(spe)), float(max(spe))] if spe else None,
+                 "cpu_sec_per_epoch": float(np.median([r.get("cpu_sec_per_epoch") or np.nan for r in rs])),
+                 "graphs_per_sec": float(np.median([r["graphs_per_sec"] or np.nan for r in rs])),
+                 "peak_rss_mb": float(np.max([r["peak_rss_mb"] or np.nan for r in rs])),
+                 "epochs": int(max(r["epochs"] for r in rs)),
+                 "converged": sum(1 for c in conv if c.get("converged")),
+                 "max_rel_change_last20": float(np.nanmax([c.get("rel_change", np.nan) for c in conv] + [np.nan]))
+                 if any(np.isfinite(c.get("rel_change", np.nan)) for c in conv) else float("nan")}
+            if len(study.split_seeds) > 1:
+                g["variance"] = variance_components(vals, [r["split_seed"] for r in rs], [r["seed"] for r in rs])
             out["groups"].append(g)
+    for ref in ("none", WIDE):
+        tag = "vs_none" if ref == "none" else "vs_wide"
+        for b in study.backbones:
+            base = {(r["split_seed"], r["seed"]): r[key] for r in by.get((b, ref), [])}
+            if not base:
+                continue
+            family = [g for g in out["groups"] if g["backbone"] == b and g["strategy"] not in ("none", ref)]
+            for g in family:
+                pairs = [(base[(r["split_seed"], r["seed"])], r[key]) for r in by[(b, g["strategy"])]
+                         if (r["split_seed"], r["seed"]) in base]
+                g[tag] = paired_t([p[0] for p in pairs], [p[1] for p in pairs])
+            for g, p in zip(family, holm([g[tag]["p_value"] for g in family])):
+                t = g[tag]
+                t["p_holm"] = p
+                direction = t["diff"] < 0 if mode == "min" else t["diff"] > 0
+                t["better"] = bool(math.isfinite(p) and p < 0.05 and direction)
+                t["worse"] = bool(math.isfinite(p) and p < 0.05 and not direction)
+                t["family_size"] = sum(1 for x in family if math.isfinite(x[tag]["p_value"]))
+            none = next((x for x in out["groups"] if x["backbone"] == b and x["strategy"] == "none"), None)
+            for g in out["groups"]:
+                if g["backbone"] == b and none is not None and none["mean"]:
+                    g["change_vs_none_pct"] = 100 * (g["mean"] - none["mean"]) / abs(none["mean"])
+    # position between "knows nothing" (mean predictor) and "knows everything within the cutoff" (oracle)
+    if baselines and metric == "mae":
+        split0 = baselines[min(baselines)]
+        if "mean" in split0 and "cutoff_oracle" in split0:
+            lo, hi = split0["mean"]["mae"], split0["cutoff_oracle"]["mae"]
+            for g in out["groups"]:
+                g["oracle_fraction"] = (lo - g["mean"]) / (lo - hi) if lo != hi else float("nan")
+    out["wall_time_warning"] = [f"{g['backbone']} + {g['strategy']}: seconds per epoch vary {g['sec_per_epoch_range'][0]:.2f}"
+                                f"-{g['sec_per_epoch_range'][1]:.2f} across seeds"
+                                for g in out["groups"] if g.get("sec_per_epoch_range") and
+                                g["sec_per_epoch_range"][0] > 0 and g["sec_per_epoch_range"][1] / g["sec_per_epoch_range"][0] > 1.5]
     return out
+
+
+def _cmp(t: dict | None) -> str:
+    if not t:
+        return "-"
+    if not math.isfinite(t.get("ci_low", float("nan"))):
+        return f"{t['diff']:+.2f} (n={t['n']}: no interval)"
+    flag = " **better**" if t["better"] else (" *worse*" if t["worse"] else "")
+    return (f"{t['diff']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}], d_z={t['d_z']:+.1f}, "
+            f"p_Holm={t['p_holm']:.2g}{flag}")
+
+
+def format_table(summary: dict) -> str:
+    """The main table (markdown) and the reference baselines."""
+    m, u = summary["metric"], summary.get("units")
+    unit = f" ({u})" if u else ""
+    lines = [f"| backbone | strategy | {m}{unit} mean +- sd (n) | vs none: diff [95% t-CI], d_z, p_Holm | "
+             f"vs {WIDE}: diff [95% t-CI], d_z, p_Holm | params | s/epoch (CPU s) | converged |",
+             "|---|---|---|---|---|---|---|---|"]
+    for g in summary["groups"]:
+        vs_none = "baseline" if g["strategy"] == "none" else _cmp(g.get("vs_none"))
+        vs_wide = "baseline" if g["strategy"] == WIDE else ("-" if g["strategy"] == "none" else _cmp(g.get("vs_wide")))
+        sd = f"{g['std']:.2f}" if math.isfinite(g["std"]) else "n/a"
+        lines.append(f"| {g['backbone']} | {g['strategy']} | {g['mean']:.2f} +- {sd} ({g['n']}) | {vs_none} | {vs_wide} "
+                     f"| {g['params']:,} | {g['sec_per_epoch']:.2f} ({g['cpu_sec_per_epoch']:.2f}) "
+                     f"| {g['converged']}/{g['n']} |")
+    bl = summary.get("baselines") or {}
+    if bl:
+        split0 = bl[min(bl)]
+        lines += ["", f"| reference baseline (test split{'' if len(bl) == 1 else ', split ' + str(min(bl))}) | MAE{unit} | RMSE | R^2 |",
+                  "|---|---|---|---|"]
+        for k, v in split0.items():
+            lines.append(f"| {v['label']} | {v['mae']:.2f} | {v['rmse']:.2f} | {v['r2']:.3f} |")
+    return "\n".join(lines)
 
 
 def write_outputs(out: Path, rows: list[dict], summary: dict, study: Study) -> None:
     flat = []
     for r in rows:
-        f = {k: v for k, v in r.items() if k not in ("curve", "params")}
-        f.update({"params": r["params"]["total"], "long_range_params": r["params"]["long_range"]})
+        f = {k: v for k, v in r.items() if k not in ("curve", "params", "convergence")}
+        f.update({"params": r["params"]["total"], "long_range_params": r["params"]["long_range"],
+                  "converged": (r.get("convergence") or {}).get("converged"),
+                  "rel_change_last20": (r.get("convergence") or {}).get("rel_change")})
         flat.append(f)
     keys = sorted({k for f in flat for k in f}, key=lambda k: (k not in ("backbone", "strategy", "seed"), k))
     with open(out / "results.csv", "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(flat)
-    (out / "results.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2))
+    (out / "results.json").write_text(json.dumps({"summary": summary, "runs": rows}, indent=2, default=str))
     (out / "report.md").write_text(report_markdown(summary, study))
     try:
         plots(out, rows, summary)
@@ -171,79 +517,122 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, study: Study) -> N
         print(f"[study] plots skipped: {type(e).__name__}: {e}", file=sys.stderr)
 
 
-def format_table(summary: dict) -> str:
-    m = summary["metric"]
-    lines = [f"| backbone | strategy | {m} (mean +- std) | vs none: diff [95% CI], p | params | s/epoch | graphs/s | peak MB |",
-             "|---|---|---|---|---|---|---|---|"]
-    for g in summary["groups"]:
-        t = g.get("vs_none")
-        vs = "baseline" if g["strategy"] == "none" else (
-            f"{t['diff']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}], p={t['p_value']:.3g}"
-            + (" **better**" if g.get("better_than_none") else "") if t else "-")
-        lines.append(f"| {g['backbone']} | {g['strategy']} | {g['mean']:.2f} +- {g['std']:.2f} | {vs} | {g['params']:,} "
-                     f"| {g['sec_per_epoch']:.2f} | {g['graphs_per_sec']:.0f} | {g['peak_rss_mb']:.0f} |")
-    return "\n".join(lines)
-
-
 def report_markdown(summary: dict, study: Study) -> str:
     d, o = study.base.data, study.base.optim
-    return "\n".join([
+    groups = summary["groups"]
+    unconverged = [f"{g['backbone']} + {g['strategy']} ({g['n'] - g['converged']} of {g['n']})" for g in groups
+                   if g["converged"] < g["n"]]
+    lines = [
         "# farfield study", "",
-        f"Dataset `{d.dataset}` (target `{d.target}`, edges `{d.edges}`, split {list(d.split)} with split seed "
-        f"{d.split_seed}); backbones {list(study.backbones)}; {study.seeds} seeds; {o.epochs} epochs, lr {o.lr}.",
-        f"Metric: {summary['metric']} on the test split at the best validation checkpoint ({summary['better']} is "
-        "better). Comparisons with `none` are paired by seed: mean difference, bootstrap 95% CI over seeds, paired "
-        "t-test; **better** = the CI excludes 0 in the better direction (and p < 0.05 when it can be computed).",
-        "peak MB is the peak resident memory of the process during the run (CPU; Linux).", "",
-        format_table(summary), "",
-        "![metric](metric.png) ![learning curves](curves.png) ![cost](cost.png)", ""])
+        f"Dataset `{d.dataset}` (target `{d.target}`, edges `{d.edges}`, split {list(d.split)} with split seed(s) "
+        f"{list(study.split_seeds)}); backbones {list(study.backbones)}; {study.seeds} seeds per strategy; "
+        f"{o.epochs} epochs, lr {o.lr}, {o.scheduler} schedule, batch {d.batch_size}.", "",
+        f"Metric: `{summary['metric']}`{' in ' + summary['units'] if summary.get('units') else ''} on the test split at "
+        f"the best validation checkpoint ({summary['better']} is better).",
+        "Comparisons are paired by seed (same split, same seed, same budget): mean difference, its Student-t 95% "
+        "confidence interval over seeds, Cohen's d_z (mean / sd of the paired differences) and the paired t-test "
+        "p-value adjusted by Holm's method over the strategies compared with the same baseline. **better** / "
+        "*worse* = adjusted p < 0.05; with fewer than 2 seeds or identical differences no interval or p-value "
+        "exists and nothing is flagged.",
+        f"`{WIDE}` is the baseline widened to at least the parameter count of the largest model in the study "
+        f"(hidden {summary.get('param_matching', {})}).",
+        "s/epoch is the median wall time of a training epoch over seeds, with the CPU time in brackets "
+        "(comparable across runs that shared the machine); converged = runs whose best validation metric improved "
+        "by at most 2% during the last 20% of epochs.", "",
+        format_table(summary), ""]
+    if summary.get("baselines"):
+        lines += ["Reading: the mean predictor knows nothing; the composition ridge knows the sequence but no "
+                  "geometry; the cutoff oracle knows the exact energy of every pair within the cutoff (what a "
+                  "perfect *pair-local* model could reach; a multi-layer message-passing model sees farther). "
+                  "`oracle fraction` = (MAE_mean - MAE) / (MAE_mean - MAE_oracle): 1 = as good as the oracle.", ""]
+        if any("oracle_fraction" in g for g in groups):
+            lines += ["| strategy | oracle fraction | change vs none |", "|---|---|---|"]
+            lines += [f"| {g['backbone']} + {g['strategy']} | {g['oracle_fraction']:.2f} | "
+                      f"{g.get('change_vs_none_pct', float('nan')):+.1f}% |" for g in groups]
+            lines.append("")
+    if any("variance" in g for g in groups):
+        lines += ["| strategy | seed sd | split sd |", "|---|---|---|"]
+        lines += [f"| {g['strategy']} | {g['variance']['seed_sd']:.2f} | {g['variance']['split_sd']:.2f} |"
+                  for g in groups if "variance" in g]
+        lines.append("")
+    if unconverged:
+        lines.append(f"**Still improving in the last 20% of epochs:** {', '.join(unconverged)}: train longer.")
+    if summary.get("wall_time_warning"):
+        lines.append("**Wall times varied widely** (the machine was shared?): " + "; ".join(summary["wall_time_warning"])
+                     + ". Compare CPU seconds instead.")
+    if summary.get("failed"):
+        lines.append("**Failed runs:** " + "; ".join(f"{f['backbone']} + {f['strategy']} seed {f['seed']}: {f['error']}"
+                                                     for f in summary["failed"]))
+    lines += ["", "![metric](metric.png) ![learning curves](curves.png) ![cost](cost.png)", ""]
+    return "\n".join(lines)
 
 
 def plots(out: Path, rows: list[dict], summary: dict) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     groups = summary["groups"]
-    labels = [g["strategy"] if len({x["backbone"] for x in groups}) == 1 else f"{g['backbone']}\n{g['strategy']}"
-              for g in groups]
-    fig, ax = plt.subplots(figsize=(1.3 * len(groups) + 2, 3.5))
-    colors = ["0.6" if g["strategy"] == "none" else ("C2" if g.get("better_than_none") else "C0") for g in groups]
-    ax.bar(range(len(groups)), [g["mean"] for g in groups], yerr=[g["std"] for g in groups], color=colors, capsize=4)
+    single = len({x["backbone"] for x in groups}) == 1
+    labels = [g["strategy"] if single else f"{g['backbone']}\n{g['strategy']}" for g in groups]
+    colors = [_PALETTE.get(g["strategy"], "C9") for g in groups]
+    unit = f" ({summary['units']})" if summary.get("units") else ""
+    m = summary["metric"]
+
+    fig, ax = plt.subplots(figsize=(1.2 * len(groups) + 3, 3.8))
+    ax.bar(range(len(groups)), [g["mean"] for g in groups], yerr=[g["std"] if math.isfinite(g["std"]) else 0 for g in groups],
+           color=colors, capsize=4, alpha=0.85)
     for i, g in enumerate(groups):
-        pts = [r[summary["metric"]] for r in rows if r["backbone"] == g["backbone"] and r["strategy"] == g["strategy"]]
+        pts = list(g["values"].values())
         ax.scatter([i] * len(pts), pts, color="k", s=8, zorder=3)
+        t = g.get("vs_none")
+        if t and t.get("better"):
+            ax.text(i, g["mean"], "*", ha="center", va="bottom", fontsize=14)
+    bl = summary.get("baselines") or {}
+    if bl:
+        for (k, v), ls in zip(bl[min(bl)].items(), ("--", ":", "-.", "-")):
+            ax.axhline(v["mae"] if "mae" in v else np.nan, color="0.3", ls=ls, lw=1, label=v["label"])
+        ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right")
-    ax.set_ylabel(summary["metric"])
-    ax.set_title("mean +- std over seeds (green: better than none)")
+    ax.set_ylabel(f"{m}{unit}")
+    ax.set_title("mean +- sd over seeds (dots: seeds; *: better than none, Holm p < 0.05)", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "metric.png", dpi=120)
     plt.close(fig)
 
-    key = summary["metric"].split("/", 1)[1]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for i, g in enumerate(groups):
+    key = m.split("/", 1)[1]
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for g, lab, col in zip(groups, labels, colors):
         curves = [r["curve"] for r in rows if r["backbone"] == g["backbone"] and r["strategy"] == g["strategy"]]
         ep = sorted({c["epoch"] for cur in curves for c in cur if f"val/{key}" in c})
         if not ep:
             continue
-        mean = [np.nanmean([next((c[f"val/{key}"] for c in cur if c["epoch"] == e and f"val/{key}" in c), np.nan)
-                            for cur in curves]) for e in ep]
-        ax.plot(ep, mean, label=labels[i].replace("\n", " "), color=f"C{i}")
+        vals = np.array([[next((c[f"val/{key}"] for c in cur if c["epoch"] == e and f"val/{key}" in c), np.nan)
+                          for e in ep] for cur in curves])
+        x = np.array(ep) + 1
+        ax.plot(x, np.nanmean(vals, 0), label=lab.replace("\n", " "), color=col)
+        if len(curves) > 1:
+            ax.fill_between(x, np.nanmin(vals, 0), np.nanmax(vals, 0), color=col, alpha=0.15, lw=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"val/{key} (mean over seeds)")
+    ax.set_ylabel(f"val/{key}{unit}")
+    ax.set_title("validation metric: mean over seeds, band = min-max", fontsize=9)
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for i, g in enumerate(groups):
-        ax.errorbar(g["sec_per_epoch"], g["mean"], yerr=g["std"], fmt="o", color=f"C{i}", capsize=3,
-                    label=labels[i].replace("\n", " "))
-    ax.set_xlabel("training seconds per epoch")
-    ax.set_ylabel(summary["metric"])
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for g, lab, col in zip(groups, labels, colors):
+        cpu = [r.get("cpu_sec_per_epoch") or np.nan for r in rows
+               if r["backbone"] == g["backbone"] and r["strategy"] == g["strategy"]]
+        ax.errorbar(np.nanmedian(cpu), g["mean"], yerr=g["std"] if math.isfinite(g["std"]) else 0,
+                    xerr=[[np.nanmedian(cpu) - np.nanmin(cpu)], [np.nanmax(cpu) - np.nanmedian(cpu)]],
+                    fmt="o", color=col, capsize=3, label=lab.replace("\n", " "))
+    ax.set_xlabel("CPU seconds per training epoch (median, range over seeds)")
+    ax.set_ylabel(f"{m}{unit}")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "cost.png", dpi=120)
