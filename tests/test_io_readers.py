@@ -257,3 +257,29 @@ def test_sdf_molecules(data_dir):
         assert np.isfinite(m.coords).all()
     tyr = read_molecules(data_dir / "molecules/TYR.sdf")[0]
     assert (tyr.element == "H").sum() > 0  # hydrogens in the file are kept
+
+
+@pytest.mark.parametrize("bad, axis", [("********", "x"), ("   4.8xx", "x"), ("        ", "x"), ("  1.0e+3", "x"),
+                                       ("   2-000", "y"), ("   3.0.0", "z")])
+@pytest.mark.parametrize("gz", [False, True])
+def test_garbled_pdb_coordinates_are_refused_with_file_and_line(tmp_path, bad, axis, gz):
+    import gzip
+
+    line = "ATOM      2  CA  GLY A   2       4.000   2.000   3.000  1.00  0.00           C"
+    col = {"x": 30, "y": 38, "z": 46}[axis]
+    garbled = line[:col] + bad + line[col + 8:]
+    text = ("REMARK   1 test\n"
+            "ATOM      1  CA  ALA A   1       1.000   2.000   3.000  1.00  0.00           C\n"
+            + garbled + "\nEND\n")
+    p = tmp_path / ("garbled.pdb.gz" if gz else "garbled.pdb")
+    p.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
+    with pytest.raises(InputError, match=rf"line 3: {axis} coordinate \(columns {col + 1}-{col + 8}\)") as e:
+        read_structure(p)
+    assert str(p) in str(e.value)
+
+
+def test_short_atom_record_is_refused(tmp_path):
+    p = tmp_path / "short.pdb"
+    p.write_text("ATOM      1  CA  ALA A   1       1.000   2.000\nEND\n")
+    with pytest.raises(InputError, match="line 1: ATOM record ends before its coordinate columns"):
+        read_structure(p)

@@ -128,3 +128,32 @@ def test_cli_error_on_malformed_file_via_subprocess(data_dir):
     p = subprocess.run([sys.executable, "-m", "farfield.cli.main", "inspect",
                         str(data_dir / "structures/tricky/gemmi_5moo_header.pdb")], capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "no atom records" in p.stderr
+
+
+# --- CLI polish: fast parser, option validation, closed pipes -------------------------------------------
+def test_parser_imports_no_heavy_modules():
+    """`farfield --help` and argument errors must not wait for torch / PyG / the models to import."""
+    code = ("import sys; from farfield.cli.main import build_parser; build_parser(); "
+            "heavy = [m for m in ('torch', 'torch_geometric', 'farfield.models', 'numpy', 'e3nn') if m in sys.modules]; "
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+@pytest.mark.parametrize("value", ["-3", "0", "nan", "inf", "abc"])
+def test_cli_inspect_rejects_non_positive_cutoff(capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main(["inspect", f"--cutoff={value}"])
+    assert e.value.code == 2
+    assert "--cutoff" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args", [["inspect", "--json"], ["inspect"], ["--help"]])
+def test_cli_closed_pipe_exits_quietly(args):
+    p = subprocess.Popen([sys.executable, "-m", "farfield.cli.main", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE)
+    p.stdout.close()                 # the reader is gone before anything is written (`| head -0`)
+    err = p.stderr.read().decode()
+    p.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+    assert p.returncode in (0, 1, 141)

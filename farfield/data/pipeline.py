@@ -18,8 +18,7 @@ from farfield._config import check_keys
 from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.features.atoms import ELEMENT_PRESETS, ElementVocabulary
-from farfield.features.residues import (dihedral_features, orientation_vectors, residue_one_hot,
-                                        sequence_offset_encoding, sidechain_direction)
+from farfield.features.residues import RESIDUE_FEATURE_PRESETS, residue_node_features, sequence_offset_encoding
 from farfield.graphs.compose import GraphBuilder, parse_edge_spec
 from farfield.io.readers import read_structure
 from farfield.io.residues import ResidueView
@@ -42,6 +41,9 @@ class FeaturiserConfig:
         elements: element vocabulary: a preset name (``atom3d``, ``qm9``, ``organic``) or a list of
             symbols; unknown elements go to an 'other' class.
         read: atom selection (:class:`ReadOptions`); by default waters are dropped.
+        residue_features: residue node-feature preset (:data:`farfield.features.residues.RESIDUE_FEATURE_PRESETS`):
+            ``'gvp'`` (default; GVP-GNN's features, chiral: the pipeline is SE(3)-invariant only) or
+            ``'parity_even'`` (cos of the dihedrals and polar vectors only: E(3)).
         seq_offset_dim: size of the sinusoidal sequence-offset edge encoding at residue level (0 = none).
         self_loops: add i -> i edges.
         dtype: ``'float32'`` or ``'float64'`` for floating-point fields.
@@ -51,6 +53,7 @@ class FeaturiserConfig:
     edges: str = "radius:4.5"
     elements: str | tuple[str, ...] = "atom3d"
     read: ReadOptions = field(default_factory=lambda: ReadOptions(waters=False))
+    residue_features: str = "gvp"
     seq_offset_dim: int = 16
     self_loops: bool = False
     dtype: Literal["float32", "float64"] = "float32"
@@ -65,6 +68,9 @@ class FeaturiserConfig:
                               f"symbols, got {self.elements!r}")
         if not isinstance(self.elements, str):
             object.__setattr__(self, "elements", tuple(self.elements))
+        if self.residue_features not in RESIDUE_FEATURE_PRESETS:
+            raise ConfigError(f"residue_features must be one of {sorted(RESIDUE_FEATURE_PRESETS)}, got "
+                              f"{self.residue_features!r}")
         if self.seq_offset_dim < 0 or self.seq_offset_dim % 2:
             raise ConfigError(f"seq_offset_dim must be an even number >= 0, got {self.seq_offset_dim}")
         if isinstance(self.read, dict):
@@ -95,9 +101,14 @@ class Featuriser:
     """Turns structures into graphs according to a :class:`FeaturiserConfig`.
 
     ``Featuriser(config)(structure_or_path)`` returns a ``Data`` with the fields of
-    :mod:`farfield.data.fields`. Atom level: ``x_s`` = element one-hot. Residue level: ``x_s`` =
-    [residue one-hot (21) | sin/cos phi, psi, omega (6)], ``x_v`` = [forward, backward, side chain],
-    ``edge_s`` = sequence-offset encoding (zero between chains).
+    :mod:`farfield.data.fields`. Atom level: ``x_s`` = element one-hot. Residue level (preset ``gvp``):
+    ``x_s`` = [residue one-hot (21) | cos, sin of phi, psi, omega (6)], ``x_v`` = [forward, backward, side
+    chain]; preset ``parity_even``: ``x_s`` = [one-hot (21) | cos phi, psi, omega (3)], ``x_v`` = [forward,
+    backward, N-CA-C bisector]; ``edge_s`` = sequence-offset encoding (zero between chains).
+
+    :attr:`symmetry` is the group the featurisation itself respects (``'E(3)'``, or ``'SE(3)'`` when it
+    produces chiral features, listed in :attr:`chiral_features`): a model's claim holds end to end only
+    within it.
     """
 
     def __init__(self, config: FeaturiserConfig | None = None, graph: GraphBuilder | None = None):
@@ -106,6 +117,18 @@ class Featuriser:
         el = self.config.elements
         self.vocab = ElementVocabulary.preset(el) if isinstance(el, str) else ElementVocabulary(tuple(el))
         self.dtype = _DTYPES[self.config.dtype]
+
+    @property
+    def chiral_features(self) -> tuple[str, ...]:
+        """Features that a mirror image changes other than as the mirror prescribes (empty: none)."""
+        if self.config.level == "atom":
+            return ()
+        return RESIDUE_FEATURE_PRESETS[self.config.residue_features].chiral_features
+
+    @property
+    def symmetry(self) -> str:
+        """``'E(3)'`` when every feature is parity-even, ``'SE(3)'`` otherwise (see :attr:`chiral_features`)."""
+        return "SE(3)" if self.chiral_features else "E(3)"
 
     def __call__(self, item: Structure | str | Path) -> Data:
         s = item if isinstance(item, Structure) else read_structure(item, self.config.read)
@@ -137,9 +160,7 @@ class Featuriser:
         bb = torch.from_numpy(rv.backbone)                       # float64 [L, 4, 3], NaN where missing
         seg = torch.from_numpy(rv.segment_index)
         chain = torch.from_numpy(rv.chain_index)
-        x_s = torch.cat([residue_one_hot(torch.from_numpy(rv.res_type), torch.float64),
-                         dihedral_features(bb, seg)], dim=-1)
-        x_v = torch.cat([orientation_vectors(bb[:, 1], seg), sidechain_direction(bb).unsqueeze(1)], dim=1)
+        x_s, x_v = residue_node_features(torch.from_numpy(rv.res_type), bb, seg, self.config.residue_features)
         # position along each chain: 0, 1, 2, ... restarting at every chain
         starts = np.r_[0, np.flatnonzero(rv.chain_index[1:] != rv.chain_index[:-1]) + 1]
         seq_index = np.arange(len(rv)) - np.repeat(starts, np.diff(np.r_[starts, len(rv)]))

@@ -5,17 +5,45 @@ dihedrals and orientations across chain breaks; farfield does not).
 
 Shapes: ``backbone`` [L, 4, 3] (N, CA, C, O; NaN where missing), ``segment`` [L] long (contiguous
 segments, see :class:`farfield.io.ResidueView`).
+
+Parity. Under an improper rotation ``x -> x Q^T`` (det Q = -1, a mirror image) a feature is
+
+* an *even scalar* if it does not change (residue type, cos of a dihedral, distances);
+* an *odd scalar* (pseudo-scalar) if it changes sign: sin of a dihedral, since mirroring negates every
+  dihedral angle;
+* a *polar vector* if it becomes ``v Q^T`` like a coordinate difference (CA -> CA directions);
+* *chiral* otherwise: GVP-GNN's imputed side-chain direction contains the cross product ``c x n``, which
+  becomes ``det(Q) (c x n) Q^T``, so the mirrored vector is not the mirror of the vector.
+
+A model claiming E(3) (rotations *and* reflections) is reflection-invariant end to end only on parity-even
+inputs: even scalars and polar vectors. :data:`RESIDUE_FEATURE_PRESETS` lists two layouts:
+
+=============== ============================================================== =========================
+preset          x_s [L, F] / x_v [L, 3, 3]                                     pipeline symmetry
+=============== ============================================================== =========================
+``gvp``         one-hot (21, even) | cos, sin of phi, psi, omega (6; cos       SE(3): the sin terms and
+                even, sin odd) / forward, backward (polar) | side chain        the side-chain vector are
+                (chiral) -- GVP-GNN's features (Jing et al. 2021)              chiral
+``parity_even`` one-hot (21, even) | cos phi, cos psi, cos omega (3, even) /   E(3)
+                forward, backward (polar) | minus the N-CA-C bisector (polar)
+=============== ============================================================== =========================
+
+``parity_even`` cannot tell a structure from its mirror image (an alpha helix from a left-handed one):
+that is what reflection invariance means; use it when the task should not depend on handedness, or to
+test an E(3) claim end to end.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["residue_one_hot", "dihedral_features", "orientation_vectors", "sidechain_direction",
-           "sequence_offset_encoding", "NUM_RESIDUE_TYPES"]
+           "bisector_direction", "residue_node_features", "sequence_offset_encoding", "NUM_RESIDUE_TYPES",
+           "RESIDUE_FEATURE_PRESETS", "ResidueFeaturePreset"]
 
 NUM_RESIDUE_TYPES = 21  # 20 amino acids + unknown
 
@@ -95,6 +123,69 @@ def sidechain_direction(backbone: Tensor) -> Tensor:
     vec = -bisector * math.sqrt(1 / 3) - perp * math.sqrt(2 / 3)
     ok = torch.isfinite(N).all(-1) & torch.isfinite(C).all(-1) & torch.isfinite(CA).all(-1)
     return torch.where(ok.unsqueeze(-1), vec, torch.zeros_like(vec))
+
+
+def bisector_direction(backbone: Tensor) -> Tensor:
+    """[L, 3]: ``-unit(unit(C - CA) + unit(N - CA))``, the in-plane part of the imputed side-chain
+    direction: a polar vector (parity-even), unlike :func:`sidechain_direction`; zero where N, CA or C is
+    missing."""
+    N, CA, C = backbone[:, 0], backbone[:, 1], backbone[:, 2]
+    vec = -_normalize(_normalize(C - CA) + _normalize(N - CA))
+    ok = torch.isfinite(N).all(-1) & torch.isfinite(C).all(-1) & torch.isfinite(CA).all(-1)
+    return torch.where(ok.unsqueeze(-1), vec, torch.zeros_like(vec))
+
+
+@dataclass(frozen=True)
+class ResidueFeaturePreset:
+    """A residue node-feature layout: the name of each ``x_s`` block and ``x_v`` channel with its parity
+    (``'even'``, ``'odd'``, ``'polar'`` or ``'chiral'``; see the module docstring)."""
+
+    name: str
+    scalars: tuple[tuple[str, int, str], ...]    # (feature, width, parity)
+    vectors: tuple[tuple[str, str], ...]         # (feature, parity)
+
+    @property
+    def chiral_features(self) -> tuple[str, ...]:
+        """Features that change under a mirror image other than as the mirror prescribes."""
+        return tuple([f"{n} (x_s)" for n, _, p in self.scalars if p == "odd"]
+                     + [f"{n} (x_v)" for n, p in self.vectors if p == "chiral"])
+
+    @property
+    def symmetry(self) -> str:
+        """The group the features respect: ``'E(3)'`` when all are parity-even, else ``'SE(3)'``."""
+        return "SE(3)" if self.chiral_features else "E(3)"
+
+
+RESIDUE_FEATURE_PRESETS = {
+    "gvp": ResidueFeaturePreset(
+        "gvp",
+        scalars=(("residue one-hot", NUM_RESIDUE_TYPES, "even"), ("cos phi", 1, "even"), ("sin phi", 1, "odd"),
+                 ("cos psi", 1, "even"), ("sin psi", 1, "odd"), ("cos omega", 1, "even"), ("sin omega", 1, "odd")),
+        vectors=(("forward CA direction", "polar"), ("backward CA direction", "polar"),
+                 ("side-chain direction", "chiral"))),
+    "parity_even": ResidueFeaturePreset(
+        "parity_even",
+        scalars=(("residue one-hot", NUM_RESIDUE_TYPES, "even"), ("cos phi", 1, "even"), ("cos psi", 1, "even"),
+                 ("cos omega", 1, "even")),
+        vectors=(("forward CA direction", "polar"), ("backward CA direction", "polar"),
+                 ("N-CA-C bisector", "polar"))),
+}
+
+
+def residue_node_features(res_type: Tensor, backbone: Tensor, segment: Tensor, preset: str = "gvp",
+                          dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """(x_s [L, F], x_v [L, 3, 3]) in the layout of :data:`RESIDUE_FEATURE_PRESETS` ``[preset]``."""
+    if preset not in RESIDUE_FEATURE_PRESETS:
+        raise ValueError(f"unknown residue feature preset {preset!r}; choose from {sorted(RESIDUE_FEATURE_PRESETS)}")
+    dih = dihedral_features(backbone, segment)                               # cos, sin of phi, psi, omega
+    orient = orientation_vectors(backbone[:, 1], segment)
+    if preset == "gvp":
+        x_s = torch.cat([residue_one_hot(res_type, torch.float64), dih], dim=-1)
+        x_v = torch.cat([orient, sidechain_direction(backbone).unsqueeze(1)], dim=1)
+    else:
+        x_s = torch.cat([residue_one_hot(res_type, torch.float64), dih[:, 0::2]], dim=-1)
+        x_v = torch.cat([orient, bisector_direction(backbone).unsqueeze(1)], dim=1)
+    return x_s.to(dtype), x_v.to(dtype)
 
 
 def sequence_offset_encoding(offset: Tensor, num: int = 16, same_chain: Tensor | None = None,

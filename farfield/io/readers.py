@@ -144,6 +144,7 @@ def _gemmi_parse(path: Path, fmt: str, gz: bool):
 
     text = _read_bytes(path, gz).decode("utf-8", errors="replace")
     if fmt == "pdb":
+        _check_pdb_coordinates(text, path)
         try:
             return gemmi.read_pdb_string(text)
         except (RuntimeError, ValueError) as first:
@@ -158,6 +159,30 @@ def _gemmi_parse(path: Path, fmt: str, gz: bool):
         return gemmi.make_structure_from_block(doc.sole_block())
     except (RuntimeError, ValueError) as e:
         raise InputError(path, f"malformed mmCIF file: {e}") from None
+
+
+#: a PDB coordinate field (F8.3 in columns 31-38, 39-46, 47-54): optional sign, digits, optional fraction
+#: (nan / inf pass here and are refused later as non-finite coordinates, with that message)
+_PDB_NUMBER = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+|(?i:nan|inf))\s*")
+
+
+def _check_pdb_coordinates(text: str, path: Path) -> None:
+    """Refuse ATOM/HETATM records whose x, y, z columns (31-54) are not plain numbers.
+
+    gemmi reads fixed columns leniently: an overflowed ``********`` field becomes 0.0 and ``4.8xx``
+    becomes 4.8, which would turn a garbled file into a wrong structure. The mmCIF reader already
+    refuses such values."""
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.startswith(("ATOM  ", "HETATM")):
+            continue
+        if len(line.rstrip()) < 54:
+            raise InputError(path, f"line {line_no}: {line[:6].strip()} record ends before its coordinate columns "
+                                   f"31-54 ({line.rstrip()[30:]!r})")
+        for axis, lo in (("x", 30), ("y", 38), ("z", 46)):
+            field = line[lo:lo + 8]
+            if not _PDB_NUMBER.fullmatch(field):
+                raise InputError(path, f"line {line_no}: {axis} coordinate (columns {lo + 1}-{lo + 8}) "
+                                       f"{field!r} is not a number")
 
 
 def _read_gemmi(path: Path, fmt: str, gz: bool, model: int) -> Structure:
