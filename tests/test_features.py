@@ -89,6 +89,68 @@ def test_residue_one_hot_and_offsets():
     assert (enc[3] == 0).all()  # different chains
 
 
+# --- parity: which residue features survive a mirror image -------------------------------------------
+def _mirrored(s):
+    from dataclasses import replace
+
+    return replace(s, coords=s.coords * np.array([-1.0, 1.0, 1.0]))
+
+
+def test_sin_dihedrals_and_sidechain_are_chiral_cos_and_bisector_are_not(structures):
+    from farfield.features.residues import RESIDUE_FEATURE_PRESETS, residue_node_features
+
+    M = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    s = read_structure(structures / "1l2y.pdb")
+    rv, rm = ResidueView.from_structure(s), ResidueView.from_structure(_mirrored(s))
+    args = [(torch.from_numpy(v.res_type), torch.from_numpy(v.backbone), torch.from_numpy(v.segment_index))
+            for v in (rv, rm)]
+    for preset, chiral in (("gvp", True), ("parity_even", False)):
+        (xs, xv), (ms, mv) = (residue_node_features(*a, preset=preset) for a in args)
+        assert xs.shape[1] == sum(w for _, w, _ in RESIDUE_FEATURE_PRESETS[preset].scalars)
+        assert RESIDUE_FEATURE_PRESETS[preset].symmetry == ("SE(3)" if chiral else "E(3)")
+        if chiral:
+            dih, mdih = xs[:, 21:], ms[:, 21:]
+            assert torch.allclose(mdih[:, 0::2], dih[:, 0::2], atol=1e-12)      # cos: even
+            assert torch.allclose(mdih[:, 1::2], -dih[:, 1::2], atol=1e-12)     # sin: odd
+            assert (mdih - dih).abs().max() > 1.0
+            assert torch.allclose(mv[:, :2], xv[:, :2] @ M, atol=1e-12)          # CA directions: polar
+            assert not torch.allclose(mv[:, 2], xv[:, 2] @ M, atol=1e-3)         # side chain: chiral
+        else:
+            assert torch.allclose(ms, xs, atol=1e-12)
+            assert torch.allclose(mv, xv @ M, atol=1e-12)
+
+
+def test_featuriser_declares_its_symmetry():
+    from farfield.data import Featuriser, FeaturiserConfig
+
+    assert Featuriser(FeaturiserConfig(level="atom")).symmetry == "E(3)"
+    gvp = Featuriser(FeaturiserConfig(level="residue", edges="knn:10"))
+    assert gvp.symmetry == "SE(3)" and "sin phi (x_s)" in gvp.chiral_features
+    even = Featuriser(FeaturiserConfig(level="residue", edges="knn:10", residue_features="parity_even"))
+    assert even.symmetry == "E(3)" and even.chiral_features == ()
+    with pytest.raises(ConfigError, match="residue_features must be one of"):
+        FeaturiserConfig(residue_features="cos")
+
+
+def test_mirrored_peptide_changes_gvp_output_unless_features_are_parity_even():
+    """GVP claims E(3), yet the default residue features make the pipeline chiral."""
+    from torch_geometric.data import Batch
+
+    from farfield.data import Featuriser, FeaturiserConfig
+    from farfield.io import example_path
+    from farfield.models import InputSpec, build_backbone
+
+    s = read_structure(example_path())
+    for preset, changes in (("gvp", True), ("parity_even", False)):
+        f = Featuriser(FeaturiserConfig(level="residue", edges="knn:16", dtype="float64", residue_features=preset))
+        a, b = Batch.from_data_list([f(s)]), Batch.from_data_list([f(_mirrored(s))])
+        torch.manual_seed(0)
+        model = build_backbone("gvp", InputSpec.from_data(a), cutoff=100.0).double().eval()
+        with torch.no_grad():
+            diff = float((model(a).s - model(b).s).abs().max())
+        assert (diff > 0.1) if changes else (diff < 1e-9), (preset, diff)
+
+
 # --- radial bases: behaviour beyond the cutoff is explicit, for every basis ---------------------
 CUT = 5.0
 D = torch.tensor([0.0, 1.0, 4.9, 5.0, 7.0, 30.0], dtype=torch.float64)
@@ -149,3 +211,43 @@ def test_bessel_values_and_limit_at_zero():
     d.requires_grad_(True)
     b(d).sum().backward()
     assert torch.isfinite(d.grad).all()
+
+
+def test_gaussian_exponent_clamp_changes_nothing_beyond_float_precision():
+    g = GaussianRBF(CUT, 50, beyond="zero")
+    d = torch.linspace(0, CUT, 201, dtype=torch.float64)
+    exact = torch.exp(-(((d.unsqueeze(-1) - g.centres) / g.width) ** 2))
+    assert float((g(d) - exact).abs().max()) <= 2e-35
+
+
+def test_edge_features_split_basis_and_envelope_weight():
+    env = CosineEnvelope(CUT)
+    g = GaussianRBF(CUT, 8, envelope=env)
+    feats, w = g.edge_features(D[:4])
+    assert torch.equal(w, env(D[:4]))
+    assert torch.allclose(feats * w.unsqueeze(-1), g(D[:4]))
+    assert GaussianRBF(CUT, 8).edge_features(D[:4])[1] is None
+
+
+def test_range_check_under_compile_poisons_instead_of_syncing(monkeypatch):
+    g = GaussianRBF(CUT, 8)
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    out = g(D)
+    assert torch.isnan(out[4:]).all() and torch.isfinite(out[:4]).all()
+
+
+def test_two_range_radial_blocks_and_weights():
+    from farfield.features.radial import TwoRangeRadial
+    local = GaussianRBF(CUT, 8, envelope=CosineEnvelope(CUT))
+    tr = TwoRangeRadial(local, GaussianRBF(31.0, 6))
+    et = torch.tensor([0, 0, 0, 0, 1, 1])
+    d = torch.tensor([0.0, 1.0, 4.9, 5.0, 7.0, 30.0], dtype=torch.float64)
+    f, w = tr.edge_features(d, et)
+    assert f.shape == (6, 14) and tr.num_basis == 14
+    lf, lw = local.edge_features(d[:4])
+    assert torch.equal(f[:4, :8], lf) and torch.equal(w[:4], lw) and (f[:4, 8:] == 0).all()
+    assert (f[4:, :8] == 0).all() and (w[4:] == 1).all()
+    with pytest.raises(ConfigError, match="exceed the cutoff"):       # local edges keep the local policy
+        tr.edge_features(d, torch.zeros(6, dtype=torch.long))
+    with pytest.raises(ConfigError, match="edge_type"):
+        tr.edge_features(d, None)

@@ -205,11 +205,14 @@ def test_edges_beyond_the_cutoff_are_never_silently_dropped():
 
 
 def test_schnet_cosine_cutoff_is_zero_beyond_cutoff():
-    from farfield.features import GaussianRBF
+    from farfield.features import CosineEnvelope, GaussianRBF
     batch = example_batch("residue")
     spec = InputSpec.from_data(batch)
     torch.manual_seed(0)
-    m = SchNet(spec, hidden=8, num_layers=1, cutoff=6.0, radial=GaussianRBF(6.0, 8, beyond="clamp")).double()
+    with pytest.raises(ConfigError, match="has no envelope"):
+        SchNet(spec, hidden=8, num_layers=1, cutoff=6.0, radial=GaussianRBF(6.0, 8, beyond="clamp"))
+    m = SchNet(spec, hidden=8, num_layers=1, cutoff=6.0,
+               radial=GaussianRBF(6.0, 8, envelope=CosineEnvelope(6.0), beyond="zero")).double()
     d = (batch.pos[batch.edge_index[0]] - batch.pos[batch.edge_index[1]]).norm(dim=-1)
     assert (d > 6.0).any()
     # removing the edges beyond the cutoff must not change anything: their filters are exactly zero
@@ -224,3 +227,72 @@ def test_egnn_without_radial_basis_uses_squared_distances_only():
     m = EGNN(InputSpec.from_data(batch), hidden=8, num_layers=1, radial=False)
     assert m.radial is None
     assert m.double()(batch).s.shape == (batch.num_nodes, 8)
+
+
+# --- two-range radial features: local edges as in the plain local model, long edges their own basis ---
+def _two_range_batch():
+    from torch_geometric.data import Batch
+
+    from farfield.data import Featuriser, FeaturiserConfig
+    from farfield.io import example_path, read_structure
+    s = read_structure(example_path())
+    parts = [s.select(s.res_seq <= 3), s.select((s.res_seq > 3) & (s.res_seq <= 5))]
+    feat = Featuriser(FeaturiserConfig(level="atom", edges="radius:4.5+random:4", dtype="float64"))
+    return Batch.from_data_list([feat(p) for p in parts])
+
+
+@pytest.mark.parametrize("name", ["schnet", "painn", "tfn"])
+def test_two_range_local_edges_keep_the_local_features(name):
+    from farfield.models import edge_geometry, two_range_options
+    batch = _two_range_batch()
+    local = batch.edge_type == 0
+    assert local.any() and (~local).any()
+    d = (batch.pos[batch.edge_index[0]] - batch.pos[batch.edge_index[1]]).norm(dim=-1)
+    spec = InputSpec.from_data(batch)
+    opts = two_range_options(name, 4.5, float(d.max()), hidden=16, num_layers=2)
+    assert opts["cutoff"] == 4.5 and opts["long_cutoff"] >= float(d.max())
+    assert all(isinstance(v, (int, float)) for v in opts.values())        # serialisable options
+    torch.manual_seed(0)
+    two = build_backbone(name, spec, **opts).double()
+    torch.manual_seed(0)
+    plain = build_backbone(name, spec, hidden=16, num_layers=2, cutoff=4.5).double()
+    short = batch.clone()
+    short.edge_index, short.edge_type = batch.edge_index[:, local], batch.edge_type[local]
+    g2, g1 = edge_geometry(batch.pos, batch, two.radial), edge_geometry(short.pos, short, plain.radial)
+    k = plain.radial.num_basis
+    assert g2.rbf.shape[1] == 2 * k
+    assert torch.equal(g2.rbf[local, :k], g1.rbf) and torch.equal(g2.weight[local], g1.weight)
+    assert (g2.rbf[local, k:] == 0).all() and (g2.rbf[~local, :k] == 0).all()
+    assert (g2.weight[~local] > 0).all() and (g2.rbf[~local, k:].abs().sum(-1) > 0).all()
+    # without long edges the two-range model is the plain model with wider (zero-fed) filters
+    assert two(short).s.shape == plain(short).s.shape
+    report = _check(two, batch, torch.float64)
+    assert report.ok, [r.to_dict() for r in report.failures()]
+
+
+def test_two_range_options_for_2d_baselines_and_errors():
+    from farfield.models import two_range_options
+    assert two_range_options("gcn", 5.0, 40.0, hidden=8, cutoff=5.0) == {"hidden": 8}
+    with pytest.raises(ConfigError, match="unknown model"):
+        two_range_options("nope", 5.0, 40.0)
+    batch = example_batch("residue")
+    m = build_backbone("schnet", InputSpec.from_data(batch), **two_range_options("schnet", 30.0, 40.0, hidden=8,
+                                                                                   num_layers=1)).double()
+    no_types = batch.clone()
+    del no_types.edge_type
+    with pytest.raises(ConfigError, match="edge_type"):
+        m(no_types)
+
+
+def test_mace_is_not_pretended():
+    assert "mace" not in BACKBONES and "tfn_products" in BACKBONES
+    with pytest.raises(ConfigError, match="tfn_products"):
+        build_backbone("mace", InputSpec(5))
+
+
+def test_envelope_option_and_radial_without_envelope():
+    spec = InputSpec(5)
+    assert build_backbone("gvp", spec, envelope="polynomial").radial.envelope is not None
+    assert build_backbone("segnn", spec, envelope=None).radial.envelope is None
+    with pytest.raises(ConfigError, match="unknown envelope"):
+        build_backbone("mpnn", spec, envelope="gauss")

@@ -81,3 +81,16 @@ def test_gvp_conv_layer_is_post_norm_with_4x_2x_feedforward():
     assert layer.ff[0].so == 32 and layer.ff[0].vo == 8
     assert layer.ff[-1].act_s is None and layer.ff[-1].act_v is None
     assert layer.dropout[0].p == 0.1
+
+
+def test_weighted_aggregation_is_a_smooth_mean():
+    from farfield.nn import aggregate, smooth_count
+    msg = torch.randn(5, 2, 3, dtype=torch.float64)
+    idx = torch.tensor([0, 0, 0, 1, 1])
+    w = torch.tensor([1.0, 1.0, 1.0, 1e-9, 0.0], dtype=torch.float64)
+    s = aggregate(msg, idx, 3, "sum", weight=w)
+    assert torch.allclose(s[0], msg[:3].sum(0)) and s[1].abs().max() < 1e-8 and (s[2] == 0).all()
+    m = aggregate(msg, idx, 3, "mean", weight=w)
+    assert torch.allclose(m[0], msg[:3].sum(0) / smooth_count(torch.tensor(3.0, dtype=torch.float64)))
+    assert m[1].abs().max() < 1e-8                       # an edge at the cutoff does not count fully
+    assert torch.equal(aggregate(msg, idx, 3, "mean"), aggregate(msg, idx, 3, "mean", weight=None))

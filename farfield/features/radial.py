@@ -11,7 +11,13 @@ routinely exceed a short cutoff, so here the behaviour for ``d > cutoff`` is nev
 * ``beyond='clamp'``: distances are clamped to the cutoff, so long edges look like edges at the
   cutoff (non-zero, bounded). Not allowed together with an envelope, which is zero at the cutoff.
 
-For long-range edges use a basis whose cutoff spans their distances.
+For long-range edges use a basis whose cutoff spans their distances, or :class:`TwoRangeRadial`, which
+gives short-range edges exactly the features of a local basis and long-range edges a basis of their own.
+
+Backbones read a basis through :meth:`edge_features`, which returns the basis *without* its envelope plus
+the envelope as a per-edge weight [E]; every backbone multiplies its whole edge message by that weight, so
+the model is smooth (C^1 with the cosine or polynomial envelope) when an atom crosses the cutoff.
+``forward`` keeps returning basis x envelope for direct use.
 
 Shapes: ``d`` [E] (or any shape) -> features [E, num_basis] (``d.shape + (num_basis,)``).
 """
@@ -25,9 +31,15 @@ from torch import Tensor, nn
 
 from farfield.errors import ConfigError
 
-__all__ = ["CosineEnvelope", "PolynomialEnvelope", "GaussianRBF", "BesselRBF", "BEYOND_POLICIES"]
+__all__ = ["CosineEnvelope", "PolynomialEnvelope", "GaussianRBF", "BesselRBF", "TwoRangeRadial", "BEYOND_POLICIES",
+           "ENVELOPES", "make_envelope"]
 
 BEYOND_POLICIES = ("error", "zero", "clamp")
+
+#: exponent arguments below this are clamped in the Gaussian basis: exp(-80) = 1.8e-35, so clamping changes
+#: a feature by at most 1.8e-35 (below float32 and float64 resolution next to the O(1) features of the same
+#: edge) and avoids denormal results, which make exp() several times slower.
+_EXP_MIN = -80.0
 
 
 class CosineEnvelope(nn.Module):
@@ -66,6 +78,21 @@ class PolynomialEnvelope(nn.Module):
         return f"cutoff={self.cutoff}, exponent={self.p}"
 
 
+ENVELOPES = ("cosine", "polynomial")
+
+
+def make_envelope(kind: str | None, cutoff: float) -> nn.Module | None:
+    """``'cosine'`` -> :class:`CosineEnvelope`, ``'polynomial'`` -> :class:`PolynomialEnvelope` (p = 5),
+    None -> None."""
+    if kind is None:
+        return None
+    if kind == "cosine":
+        return CosineEnvelope(cutoff)
+    if kind == "polynomial":
+        return PolynomialEnvelope(cutoff)
+    raise ConfigError(f"unknown envelope {kind!r}; choose from {ENVELOPES} or None")
+
+
 class _RadialBasis(nn.Module):
     def __init__(self, cutoff: float, num_basis: int, envelope: nn.Module | None,
                  beyond: Literal["error", "zero", "clamp"]):
@@ -90,21 +117,43 @@ class _RadialBasis(nn.Module):
     def _basis(self, d: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, d: Tensor) -> Tensor:
-        if self.beyond == "error":
+    def _check(self, d: Tensor) -> None:
+        # one reduction and one host read (eager); under torch.compile no host sync / graph break: there
+        # far distances poison the features with NaN instead (see _features)
+        if d.numel() and float(d.max()) > self.cutoff:
             far = d > self.cutoff
-            if bool(far.any()):
-                raise ConfigError(
-                    f"{type(self).__name__}(cutoff={self.cutoff}): {int(far.sum())} of {d.numel()} distances exceed "
-                    f"the cutoff (max {float(d.max()):.3g}); choose beyond='zero' (drop them), beyond='clamp' "
-                    "(treat them as at the cutoff) or a basis whose cutoff spans them")
+            raise ConfigError(
+                f"{type(self).__name__}(cutoff={self.cutoff}): {int(far.sum())} of {d.numel()} distances exceed "
+                f"the cutoff (max {float(d.max()):.3g}); choose beyond='zero' (drop them), beyond='clamp' "
+                "(treat them as at the cutoff) or a basis whose cutoff spans them")
+
+    def _features(self, d: Tensor) -> Tensor:
+        """The basis with the ``beyond`` policy applied, without the envelope."""
+        if self.beyond == "error":
+            if torch.compiler.is_compiling():
+                out = self._basis(d)
+                return torch.where((d > self.cutoff).unsqueeze(-1), torch.full_like(out, float("nan")), out)
+            self._check(d)
         elif self.beyond == "clamp":
             d = d.clamp(max=self.cutoff)
         out = self._basis(d)
-        if self.envelope is not None:
-            out = out * self.envelope(d).unsqueeze(-1)
         if self.beyond == "zero":
             out = out * (d <= self.cutoff).unsqueeze(-1).to(out.dtype)
+        return out
+
+    def edge_weight(self, d: Tensor) -> Tensor | None:
+        """The envelope at ``d`` [E] (zero beyond the cutoff), or None without an envelope."""
+        return None if self.envelope is None else self.envelope(d)
+
+    def edge_features(self, d: Tensor, edge_type: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """``(basis [E, K] without the envelope, envelope weight [E] or None)``; what backbones use (they
+        multiply whole edge messages by the weight). ``edge_type`` is ignored."""
+        return self._features(d), self.edge_weight(d)
+
+    def forward(self, d: Tensor) -> Tensor:
+        out = self._features(d)
+        if self.envelope is not None:
+            out = out * self.envelope(d).unsqueeze(-1)
         return out
 
 
@@ -130,7 +179,8 @@ class GaussianRBF(_RadialBasis):
 
     def _basis(self, d: Tensor) -> Tensor:
         mu = self.centres.to(d.dtype)
-        return torch.exp(-(((d.unsqueeze(-1) - mu) / self.width) ** 2))
+        # clamped at -80: exactly the same features up to 1.8e-35 (see _EXP_MIN), without denormals
+        return torch.exp((-(((d.unsqueeze(-1) - mu) / self.width) ** 2)).clamp(min=_EXP_MIN))
 
     def extra_repr(self) -> str:
         return f"cutoff={self.cutoff}, num_basis={self.num_basis}, width={self.width:.3g}, beyond={self.beyond!r}"
@@ -164,3 +214,65 @@ class BesselRBF(_RadialBasis):
 
     def extra_repr(self) -> str:
         return f"cutoff={self.cutoff}, num_basis={self.num_basis}, beyond={self.beyond!r}"
+
+
+class TwoRangeRadial(nn.Module):
+    r"""Separate radial features for short-range (local) and long-range edges of one graph.
+
+    For a graph whose edges come from several builders (``edge_type`` [E], 0 = the first, local builder;
+    see :mod:`farfield.graphs.compose`), local edges get **exactly** the features and envelope weight of
+    the ``local`` basis, as in the plain local model, and the other edges those of the ``long`` basis::
+
+        features = [local_rbf(d) | 0]      weight = local.envelope(d)     (edge_type in local_types)
+        features = [0 | long_rbf(d)]       weight = long.envelope(d) or 1 (other edges)
+
+    so a backbone sees ``num_basis = local.num_basis + long.num_basis`` features and its filters for local
+    edges act on the local block only. The local basis never sees long distances (its ``beyond`` policy
+    applies to local edges only). Long edges (e.g. random long-range edges, drawn rather than selected by
+    distance) need no envelope: by default their weight is 1.
+
+    Args:
+        local: the local model's basis (e.g. ``GaussianRBF(5.0, 50, envelope=CosineEnvelope(5.0))``).
+        long: a basis spanning the longest edge (e.g. ``GaussianRBF(42.0, 50)``).
+        local_types: edge types treated as local (default (0,)).
+    """
+
+    def __init__(self, local: nn.Module, long: nn.Module, local_types: tuple[int, ...] = (0,)):
+        super().__init__()
+        for name, b in (("local", local), ("long", long)):
+            if not hasattr(b, "edge_features") or not hasattr(b, "num_basis"):
+                raise ConfigError(f"TwoRangeRadial: {name} must be a radial basis with edge_features() and "
+                                  f"num_basis, got {type(b).__name__}")
+        self.local, self.long = local, long
+        self.local_types = tuple(int(t) for t in local_types)
+        self.num_basis = int(local.num_basis) + int(long.num_basis)
+        self.cutoff = float(long.cutoff)
+        self.local_cutoff = float(local.cutoff)
+
+    def is_local(self, edge_type: Tensor) -> Tensor:
+        m = edge_type == self.local_types[0]
+        for t in self.local_types[1:]:
+            m = m | (edge_type == t)
+        return m
+
+    def edge_features(self, d: Tensor, edge_type: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if edge_type is None:
+            raise ConfigError("TwoRangeRadial needs the batch's edge_type (which builder made each edge) to tell "
+                              "local from long-range edges; featurise with a composed edge spec")
+        loc = self.is_local(edge_type.to(d.device))
+        zero = torch.zeros_like(d)
+        d_loc = torch.where(loc, d, zero)         # long edges are evaluated at 0 and then masked out
+        d_long = torch.where(loc, zero, d)
+        f_loc, w_loc = self.local.edge_features(d_loc)
+        f_long, w_long = self.long.edge_features(d_long)
+        lm = loc.unsqueeze(-1).to(d.dtype)
+        feats = torch.cat([f_loc * lm, f_long * (1 - lm)], dim=-1)
+        one = torch.ones_like(d)
+        weight = torch.where(loc, one if w_loc is None else w_loc, one if w_long is None else w_long)
+        return feats, weight
+
+    def forward(self, d: Tensor) -> Tensor:
+        raise ConfigError("TwoRangeRadial needs edge types: call edge_features(d, edge_type)")
+
+    def extra_repr(self) -> str:
+        return f"local_types={self.local_types}, num_basis={self.num_basis}"

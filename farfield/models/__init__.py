@@ -1,26 +1,34 @@
 """Backbones (one contract, :mod:`farfield.models.base`) and readouts.
 
-=============  ===============================  ========  ======================================
-name           class                            symmetry  family
-=============  ===============================  ========  ======================================
-``schnet``     :class:`SchNet`                  E(3)      invariant
-``egnn``       :class:`EGNN`                    E(3)      Cartesian-equivariant (coordinates)
-``gvp``        :class:`GVPGNN`                  E(3)      Cartesian-equivariant (vector channels)
-``painn``      :class:`PaiNN`                   E(3)      Cartesian-equivariant
-``tfn``        :class:`TFN`                     E(3)      spherical (e3nn)
-``mace``       :class:`TFN` (correlation 3)     E(3)      spherical, body order 4
-``tfn_se3``    :class:`TFN` (parity=False)      SE(3)     spherical, chirality-aware
-``segnn``      :class:`SEGNN`                   E(3)      spherical, steerable MLPs
-``mpnn``       :class:`MPNN`                    T(3)      unconstrained (not rotation invariant)
-``fa_mpnn``    FrameAveraging(MPNN, O(3))       E(3)      unconstrained + frame averaging
-``sfa_mpnn``   FrameAveraging(MPNN, stochastic) E(3)      unconstrained + stochastic FA
-``fa_mpnn_so3`` FrameAveraging(MPNN, SO(3))     SE(3)     unconstrained + chirality-aware FA
-``gcn``        :class:`GCN`                     (2D)      LRGB baseline
-``gine``       :class:`GINE`                    (2D)      LRGB baseline
-``gatedgcn``   :class:`GatedGCN`                (2D)      LRGB baseline
-=============  ===============================  ========  ======================================
+================  ================================  ========  =============================================
+name              class                             symmetry  family
+================  ================================  ========  =============================================
+``schnet``        :class:`SchNet`                   E(3)      invariant
+``egnn``          :class:`EGNN`                     E(3)      Cartesian-equivariant (coordinates)
+``gvp``           :class:`GVPGNN`                   E(3)      Cartesian-equivariant (vector channels)
+``painn``         :class:`PaiNN`                    E(3)      Cartesian-equivariant
+``tfn``           :class:`TFN`                      E(3)      spherical (e3nn)
+``tfn_products``  :class:`TFN` (correlation 3)      E(3)      spherical, body order 4 (MACE-like, not MACE)
+``tfn_se3``       :class:`TFN` (parity=False)       SE(3)     spherical, chirality-aware
+``segnn``         :class:`SEGNN`                    E(3)      spherical, steerable MLPs
+``mpnn``          :class:`MPNN`                     T(3)      unconstrained (not rotation invariant)
+``fa_mpnn``       FrameAveraging(MPNN, O(3))        E(3)      unconstrained + frame averaging
+``sfa_mpnn``      FrameAveraging(MPNN, stochastic)  E(3)      unconstrained + stochastic FA
+``fa_mpnn_so3``   FrameAveraging(MPNN, SO(3))       SE(3)     unconstrained + chirality-aware FA
+``gcn``           :class:`GCN`                      (2D)      LRGB baseline
+``gine``          :class:`GINE`                     (2D)      LRGB baseline
+``gatedgcn``      :class:`GatedGCN`                 (2D)      LRGB baseline
+================  ================================  ========  =============================================
 
 :func:`build_backbone` builds any of them by name from an :class:`InputSpec` and keyword options.
+
+Every distance-based backbone multiplies its whole edge messages by the envelope of its radial basis
+(``envelope='cosine'`` by default; None for the published unweighted messages), so outputs are continuous
+when an atom crosses the cutoff; :func:`two_range_options` gives options for graphs with long-range edges.
+
+``mace`` is not registered: ``tfn_products`` is a TFN with fully connected tensor-product correlations, not
+MACE (Batatia et al., NeurIPS 2022: symmetric contraction with element-dependent weights, polynomial
+envelope, data-derived neighbour normalisation). ``build_backbone('mace', ...)`` says so.
 """
 from __future__ import annotations
 
@@ -29,7 +37,7 @@ from functools import partial
 
 from farfield.errors import ConfigError
 from farfield.models.base import (GROUPS, Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState,
-                                  default_radial, edge_geometry)
+                                  default_radial, edge_geometry, two_range_options)
 from farfield.models.egnn import EGNN
 from farfield.models.graph2d import GCN, GINE, GatedGCN
 from farfield.models.gvp_gnn import GVPGNN
@@ -43,7 +51,7 @@ from farfield.models.tfn import TFN
 __all__ = [
     "BACKBONES", "Backbone", "BackboneOutput", "EGNN", "EdgeGeometry", "GCN", "GINE", "GROUPS", "GVPGNN",
     "GatedGCN", "InputSpec", "MPNN", "NodeState", "POOLINGS", "PaiNN", "SEGNN", "ScalarReadout", "SchNet", "TFN",
-    "VectorReadout", "build_backbone", "default_radial", "edge_geometry", "pool",
+    "VectorReadout", "build_backbone", "default_radial", "edge_geometry", "pool", "two_range_options",
 ]
 
 
@@ -59,7 +67,7 @@ BACKBONES = {
     "gvp": GVPGNN,
     "painn": PaiNN,
     "tfn": TFN,
-    "mace": partial(TFN, correlation=3),
+    "tfn_products": partial(TFN, correlation=3),
     "tfn_se3": partial(TFN, parity=False),
     "segnn": SEGNN,
     "mpnn": MPNN,
@@ -72,6 +80,15 @@ BACKBONES = {
 }
 
 _GEOMETRIC_ONLY = {"gcn", "gine", "gatedgcn"}
+
+#: names refused with an explanation (not in BACKBONES, so ``--model all`` and loops over BACKBONES skip them)
+_NOT_PROVIDED = {
+    "mace": "farfield has no MACE: the former 'mace' was a TFN with fully connected tensor-product correlations "
+            "(no symmetric contraction, no element-dependent weights, fixed neighbour normaliser) and is now "
+            "called 'tfn_products'. The mace-torch package (0.3.x) pins e3nn==0.4.4 (farfield uses e3nn 0.6) and "
+            "imports its training stack (ase, matscipy, torch-ema, ...) with its blocks, so it is not used here; "
+            "use 'tfn_products' or the mace-torch package directly",
+}
 
 
 def _options(ctor) -> set[str]:
@@ -88,6 +105,8 @@ def build_backbone(name: str, spec: InputSpec, **options) -> Backbone:
     raise :class:`ConfigError` listing what is accepted. The generic options ``hidden``, ``num_layers`` and
     ``cutoff`` are translated for models that spell them differently (GVP's ``node_dims``, e3nn models'
     ``channels``); 2D baselines ignore ``cutoff``."""
+    if name in _NOT_PROVIDED:
+        raise ConfigError(f"model {name!r} is not available: {_NOT_PROVIDED[name]}")
     if name not in BACKBONES:
         raise ConfigError(f"unknown model {name!r}; choose from {sorted(BACKBONES)}")
     ctor = BACKBONES[name]

@@ -18,11 +18,25 @@ embedding and before / after every layer.
 
 Each class declares the symmetry group it claims in ``symmetry`` (:data:`GROUPS`); the check in
 :mod:`farfield.symmetry` holds it to that claim. Every backbone is permutation equivariant.
+
+Smoothness at the cutoff: every distance-based backbone multiplies each whole edge message by the
+envelope weight ``EdgeGeometry.weight`` [E] of its radial basis (cosine by default, option
+``envelope='cosine' | 'polynomial' | None``), so its outputs are continuous (C^1 envelopes) when an atom
+crosses the cutoff of a radius graph, as in SchNet (Schuett et al., 2018) and DimeNet (Gasteiger et al.,
+2020). Mean aggregations use the smooth weighted count of :func:`farfield.nn.aggregate`.
+``envelope=None`` gives the published, unweighted messages.
+
+Two ranges: with ``long_cutoff`` a backbone's radial basis is a
+:class:`~farfield.features.radial.TwoRangeRadial`: local edges (``edge_type == 0``) get exactly the
+features and weight of the plain local model, long-range edges a basis of their own on
+``[0, long_cutoff]``; :func:`two_range_options` gives the options for a graph with long-range edges.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Callable, ClassVar
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -31,7 +45,7 @@ from farfield.data import fields as F
 from farfield.errors import ConfigError, InputError
 
 __all__ = ["GROUPS", "InputSpec", "NodeState", "BackboneOutput", "EdgeGeometry", "Backbone", "LayerHooks",
-           "edge_geometry", "default_radial"]
+           "edge_geometry", "default_radial", "two_range_options"]
 
 #: symmetry claims: E(3) = rotations, reflections, translations; SE(3) = rotations, translations;
 #: T(3) = translations only; none = no geometric claim. Permutation equivariance is always claimed.
@@ -89,8 +103,9 @@ class EdgeGeometry:
     """Per-edge geometry, computed once per forward (or per layer when positions move).
 
     ``edge_index`` [2, E] (row 0 = source j, row 1 = target i), ``vec`` [E, 3] = pos_j - pos_i,
-    ``dist`` [E], ``unit`` [E, 3] (zero for zero-length edges), ``rbf`` [E, K] radial basis of ``dist``,
-    ``edge_s`` [E, F_e] or None, ``batch`` [N], ``num_nodes``."""
+    ``dist`` [E], ``unit`` [E, 3] (zero for zero-length edges), ``rbf`` [E, K] radial basis of ``dist``
+    (without its envelope), ``edge_s`` [E, F_e] or None, ``batch`` [N], ``num_nodes``, ``weight`` [E]: the
+    envelope weight every layer multiplies its whole edge message by (None = unweighted messages)."""
 
     edge_index: Tensor
     vec: Tensor
@@ -100,13 +115,17 @@ class EdgeGeometry:
     edge_s: Tensor | None
     batch: Tensor
     num_nodes: int
+    weight: Tensor | None = None
 
 
 def edge_geometry(pos: Tensor, batch, radial: nn.Module | None) -> EdgeGeometry:
-    """Edge vectors, lengths, unit vectors and radial features of ``batch.edge_index`` on ``pos``."""
+    """Edge vectors, lengths, unit vectors, radial features and envelope weights of ``batch.edge_index`` on
+    ``pos``. A radial module with ``edge_features(dist, edge_type)`` (every basis in
+    :mod:`farfield.features.radial`) gives ``(rbf, weight)``; it is passed ``batch.edge_type`` when present
+    (:class:`~farfield.features.radial.TwoRangeRadial` needs it). Any other callable gives ``rbf`` only."""
     ei = batch[F.EDGE_INDEX]
     src, tgt = ei
-    vec = pos[src] - pos[tgt]
+    vec = pos.index_select(0, src) - pos.index_select(0, tgt)
     dist = vec.norm(dim=-1)
     unit = vec / dist.clamp(min=1e-9).unsqueeze(-1)
     unit = torch.where((dist > 1e-9).unsqueeze(-1), unit, torch.zeros_like(unit))
@@ -115,14 +134,74 @@ def edge_geometry(pos: Tensor, batch, radial: nn.Module | None) -> EdgeGeometry:
     if b is None:
         b = torch.zeros(n, dtype=torch.long, device=pos.device)
     es = getattr(batch, F.EDGE_S, None)
-    return EdgeGeometry(ei, vec, dist, unit, radial(dist) if radial is not None else None,
-                        None if es is None else es.to(pos.dtype), b, n)
+    if radial is None:
+        rbf, weight = None, None
+    elif hasattr(radial, "edge_features"):
+        rbf, weight = radial.edge_features(dist, getattr(batch, F.EDGE_TYPE, None))
+    else:
+        rbf, weight = radial(dist), None
+    return EdgeGeometry(ei, vec, dist, unit, rbf, None if es is None else es.to(pos.dtype), b, n,
+                        None if weight is None else weight.to(pos.dtype))
 
 
-def default_radial(cutoff: float, num_basis: int = 16, envelope: bool = False) -> nn.Module:
-    """Gaussian RBF on [0, cutoff]; raises on edges beyond the cutoff (nothing is zeroed silently)."""
-    from farfield.features.radial import CosineEnvelope, GaussianRBF
-    return GaussianRBF(cutoff, num_basis, envelope=CosineEnvelope(cutoff) if envelope else None)
+def default_radial(cutoff: float, num_basis: int = 16, envelope: str | bool | None = "cosine",
+                   beyond: str = "error") -> nn.Module:
+    """Gaussian RBF on [0, cutoff] with an envelope (``'cosine'`` (also ``True``), ``'polynomial'``, or
+    None / False); raises on edges beyond the cutoff unless ``beyond`` says otherwise (nothing is zeroed
+    silently)."""
+    from farfield.features.radial import GaussianRBF, make_envelope
+    kind = "cosine" if envelope is True else (None if envelope is False else envelope)
+    return GaussianRBF(cutoff, num_basis, envelope=make_envelope(kind, cutoff), beyond=beyond)
+
+
+def build_radial(owner: str, radial: nn.Module | None, cutoff: float, num_basis: int,
+                 envelope: str | None = "cosine", long_cutoff: float | None = None,
+                 beyond: str = "error") -> nn.Module:
+    """The radial module of a distance-based backbone: ``radial`` if given (its own envelope, if any, sets
+    the edge weights), else :func:`default_radial`; with ``long_cutoff`` wrapped in a
+    :class:`~farfield.features.radial.TwoRangeRadial` whose long-range basis is a Gaussian basis of the same
+    size on [0, long_cutoff] without envelope (weight 1)."""
+    from farfield.features.radial import GaussianRBF, TwoRangeRadial, make_envelope
+    make_envelope(envelope, 1.0)                                  # validates the name
+    if radial is None:
+        radial = default_radial(cutoff, num_basis, envelope, beyond)
+    elif envelope is not None and getattr(radial, "envelope", "n/a") is None:
+        raise ConfigError(f"{owner}: the radial basis {radial!r} has no envelope, so messages would not vanish at "
+                          f"its cutoff; give it one (e.g. envelope=CosineEnvelope(cutoff)) or pass envelope=None "
+                          "for unweighted messages")
+    if long_cutoff is not None:
+        if isinstance(radial, TwoRangeRadial):
+            raise ConfigError(f"{owner}: long_cutoff given together with a TwoRangeRadial")
+        radial = TwoRangeRadial(radial, GaussianRBF(float(long_cutoff), int(radial.num_basis)))
+    return radial
+
+
+def two_range_options(backbone_name: str, local_cutoff: float, max_edge_length: float, margin: float = 1.0,
+                      **backbone_options) -> dict:
+    """Backbone options for a graph with local edges (``edge_type == 0``, e.g. ``radius:5``) and long-range
+    edges (``edge_type >= 1``, e.g. ``+random:8``) up to ``max_edge_length`` Angstrom.
+
+    Local edges keep exactly the radial features and envelope weight of the plain local model
+    (``cutoff=local_cutoff``, same basis and envelope); long edges get their own Gaussian basis on
+    ``[0, ceil(max_edge_length + margin)]`` with weight 1 (see
+    :class:`~farfield.features.radial.TwoRangeRadial`). Returns ``{**backbone_options, 'cutoff':
+    local_cutoff, 'long_cutoff': L}`` (plain numbers: configs and checkpoints rebuild the model from them);
+    2D baselines get ``backbone_options`` without ``cutoff``."""
+    from farfield.models import BACKBONES, _options
+    if backbone_name not in BACKBONES:
+        raise ConfigError(f"unknown model {backbone_name!r}; choose from {sorted(BACKBONES)}")
+    opts = dict(backbone_options)
+    if "long_cutoff" not in _options(BACKBONES[backbone_name]):
+        opts.pop("cutoff", None)
+        return opts
+    if max_edge_length <= 0 or local_cutoff <= 0:
+        raise ConfigError(f"two_range_options: local_cutoff and max_edge_length must be > 0, got {local_cutoff}, "
+                          f"{max_edge_length}")
+    if opts.get("radial") is not None:
+        raise ConfigError("two_range_options: pass num_basis / envelope, not a radial module")
+    opts["cutoff"] = float(local_cutoff)
+    opts["long_cutoff"] = float(math.ceil(max(max_edge_length, local_cutoff) + margin))
+    return opts
 
 
 class LayerHooks:

@@ -10,7 +10,7 @@ from torch_geometric.nn import GCNConv, GINEConv
 
 from farfield.data import fields as F
 from farfield.models.base import Backbone, EdgeGeometry, InputSpec, NodeState
-from farfield.nn.mlp import aggregate
+from farfield.nn.mlp import aggregate, gather
 
 __all__ = ["GCN", "GINE", "GatedGCN"]
 
@@ -88,10 +88,10 @@ class GatedGCNLayer(nn.Module):
 
     def forward(self, h, e, edge_index):
         src, tgt = edge_index
-        e_hat = self.A(h)[tgt] + self.B(h)[src] + self.C(e)
+        e_hat = gather(self.A(h), tgt) + gather(self.B(h), src) + self.C(e)
         sig = torch.sigmoid(e_hat)
         n = h.shape[0]
-        num = aggregate(sig * self.V(h)[src], tgt, n)
+        num = aggregate(sig * gather(self.V(h), src), tgt, n)
         den = aggregate(sig, tgt, n)
         out = self.U(h) + num / (den + 1e-6)
         e = e + self.dropout(torch.relu(self.edge_norm(e_hat)))

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from farfield.data import fields as F
-from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, default_radial
+from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, build_radial
 from farfield.nn.gvp import GVP, GVPConvLayer, GVPLayerNorm
 
 __all__ = ["GVPGNN"]
@@ -23,6 +23,11 @@ class GVPGNN(Backbone):
     scalars, as in the reference readout) and ``v`` = the final layer-normed vectors [N, nv, 3].
     At atom level nodes start without vectors (vi = 0): geometry enters through the edge vectors.
 
+    Smooth at the cutoff by default: messages are multiplied by the envelope weight of the radial basis
+    and averaged with the smooth weighted count of :func:`farfield.nn.aggregate` (for neighbours well inside
+    the cutoff, :math:`\sum_j u_{ij} m_{ij} / c(\sum_j u_{ij})` is the plain mean). ``envelope=None`` gives the
+    published plain mean (outputs jump when an atom crosses the cutoff of a radius graph).
+
     Symmetry: E(3) (O(3)-equivariant: no cross products).
 
     Args:
@@ -31,6 +36,8 @@ class GVPGNN(Backbone):
         num_basis: Gaussian RBF on [0, cutoff] unless ``radial`` is given. dropout: 0.1.
         activations: (scalar, vector) activation names; ATOM3D uses ('relu', None).
         n_message / n_feedforward: GVPs per message / feed-forward (3 / 2).
+        envelope: 'cosine' | 'polynomial' | None. long_cutoff: see
+        :func:`~farfield.models.base.two_range_options`.
     """
 
     symmetry = "E(3)"
@@ -38,9 +45,10 @@ class GVPGNN(Backbone):
     def __init__(self, spec: InputSpec, node_dims: tuple[int, int] = (100, 16), edge_dims: tuple[int, int] = (32, 1),
                  num_layers: int = 5, cutoff: float = 4.5, num_basis: int = 16, radial: nn.Module | None = None,
                  dropout: float = 0.1, activations: tuple[str | None, str | None] = ("relu", None),
-                 vector_gate: bool = True, n_message: int = 3, n_feedforward: int = 2):
+                 vector_gate: bool = True, n_message: int = 3, n_feedforward: int = 2,
+                 envelope: str | None = "cosine", long_cutoff: float | None = None):
         super().__init__(spec)
-        self.radial = radial or default_radial(cutoff, num_basis)
+        self.radial = build_radial("GVPGNN", radial, cutoff, num_basis, envelope, long_cutoff)
         node_in = (spec.node_s, spec.node_v)
         edge_in = (self.radial.num_basis + spec.edge_s, 1)
         self.hidden_s, self.hidden_v = node_dims
@@ -65,7 +73,7 @@ class GVPGNN(Backbone):
         return g
 
     def layer(self, i: int, state: NodeState, g: EdgeGeometry) -> NodeState:
-        s, v = self.layers[i]((state.s, state.v), g.edge_index, g.edge_attr)
+        s, v = self.layers[i]((state.s, state.v), g.edge_index, g.edge_attr, g.weight)
         return state.replace(s=s, v=v)
 
     def output(self, state: NodeState, batch) -> BackboneOutput:

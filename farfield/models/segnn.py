@@ -9,9 +9,9 @@ from torch import nn
 from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.models._irreps import E3nnPrecision, check_max_l, hidden_irreps, pack, sh_irreps, split_irreps, unpack
-from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, default_radial
+from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, build_radial
 from farfield.models.tfn import embed_input, gate_for, input_irreps
-from farfield.nn.mlp import aggregate
+from farfield.nn.mlp import aggregate, gather
 
 __all__ = ["SEGNN", "SteerableLinear"]
 
@@ -34,9 +34,10 @@ class SteerableLinear(nn.Module):
 
 class SEGNNLayer(nn.Module):
     r"""Message :math:`m_{ij} = \phi_m(h_i \| h_j \| e(d_{ij});\, a_{ij})` (two steerable linear layers with
-    gates, conditioned on :math:`a_{ij} = Y(\hat r_{ij})`), aggregation :math:`m_i = \frac{1}{\bar n}\sum_j m_{ij}`,
-    update :math:`h_i \leftarrow h_i + \phi_u(h_i \| m_i;\, a_i)` with node attribute
-    :math:`a_i = \mathrm{mean}_j Y(\hat r_{ij})`."""
+    gates, conditioned on :math:`a_{ij} = Y(\hat r_{ij})`), aggregation
+    :math:`m_i = \frac{1}{\bar n}\sum_j u_{ij} m_{ij}` (:math:`u_{ij}` the envelope weight ``g.weight``, 1
+    when None), update :math:`h_i \leftarrow h_i + \phi_u(h_i \| m_i;\, a_i)` with node attribute
+    :math:`a_i = \mathrm{mean}_j Y(\hat r_{ij})` (smooth weighted mean with an envelope)."""
 
     def __init__(self, irreps: o3.Irreps, irreps_attr: o3.Irreps, num_basis: int, avg_neighbours: float):
         super().__init__()
@@ -51,9 +52,9 @@ class SEGNNLayer(nn.Module):
 
     def forward(self, x, g: EdgeGeometry, a_edge, a_node):
         src, tgt = g.edge_index
-        e = torch.cat([x[tgt], x[src], g.rbf], dim=-1)
+        e = torch.cat([gather(x, tgt), gather(x, src), g.rbf], dim=-1)
         m = self.msg2(self.msg1(e, a_edge), a_edge)
-        m = aggregate(m, tgt, g.num_nodes) / self.avg
+        m = aggregate(m, tgt, g.num_nodes, weight=g.weight) / self.avg
         u = torch.cat([x, m], dim=-1)
         return x + self.upd2(self.upd1(u, a_node), a_node)
 
@@ -67,22 +68,27 @@ class SEGNN(E3nnPrecision, Backbone):
     with gated nonlinearities. Unlike GVP, where vectors influence scalars only through their norms, the
     tensor products let scalar and geometric channels exchange orientation.
 
+    Smooth at the cutoff by default: messages are multiplied by the envelope weight of the radial basis and
+    the node attribute is the smooth weighted mean of :func:`farfield.nn.aggregate`. ``envelope=None`` gives
+    the published plain sums and means (outputs jump when an atom crosses the cutoff of a radius graph).
+
     Symmetry: E(3). Outputs ``s`` (l = 0), ``v`` (l = 1, x y z), ``t`` (l >= 2). Uses ``x_s``, ``x_v``, ``pos``.
 
     Args: spec, channels, max_l (1..5, also the attribute order), num_layers, cutoff, num_basis, radial,
-    avg_neighbours.
+    avg_neighbours, envelope ('cosine' | 'polynomial' | None), long_cutoff (see
+    :func:`~farfield.models.base.two_range_options`).
     """
 
     symmetry = "E(3)"
 
     def __init__(self, spec: InputSpec, channels: int = 16, max_l: int = 2, num_layers: int = 3,
                  cutoff: float = 5.0, num_basis: int = 16, radial: nn.Module | None = None,
-                 avg_neighbours: float = 10.0):
+                 avg_neighbours: float = 10.0, envelope: str | None = "cosine", long_cutoff: float | None = None):
         super().__init__(spec)
         max_l = check_max_l(max_l)
         if max_l < 1:
             raise ConfigError("SEGNN: max_l must be >= 1")
-        self.radial = radial or default_radial(cutoff, num_basis)
+        self.radial = build_radial("SEGNN", radial, cutoff, num_basis, envelope, long_cutoff)
         self.irreps = hidden_irreps(channels, max_l, parity=True)
         self.irreps_sh = sh_irreps(max_l)
         self.hidden_s, self.hidden_v, self.irreps_t = split_irreps(self.irreps)
@@ -93,7 +99,7 @@ class SEGNN(E3nnPrecision, Backbone):
     def geometry(self, state: NodeState, batch) -> EdgeGeometry:
         g = super().geometry(state, batch)
         g.sh = o3.spherical_harmonics(self.irreps_sh, g.unit, normalize=False, normalization="component")
-        mean_sh = aggregate(g.sh, g.edge_index[1], g.num_nodes, "mean")
+        mean_sh = aggregate(g.sh, g.edge_index[1], g.num_nodes, "mean", weight=g.weight)
         # l = 0 attribute: 1 for every node, isolated ones included
         g.node_attr = torch.cat([torch.ones_like(mean_sh[:, :1]), mean_sh[:, 1:]], dim=-1)
         return g

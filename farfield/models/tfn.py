@@ -1,6 +1,8 @@
-"""Tensor-field network on e3nn (Thomas et al., "Tensor field networks", 2018), with an optional MACE-like
-higher body order (Batatia et al., "MACE: Higher Order Equivariant Message Passing Neural Networks", NeurIPS
-2022)."""
+"""Tensor-field network on e3nn (Thomas et al., "Tensor field networks", 2018), with optional higher body
+order from tensor products of the aggregated features, in the spirit of MACE (Batatia et al., "MACE: Higher
+Order Equivariant Message Passing Neural Networks", NeurIPS 2022) but **not** MACE: no symmetric
+contraction, no element-dependent product weights, a constant neighbour normaliser. Registered as
+``tfn_products`` (correlation 3); the name ``mace`` is reserved for a faithful implementation."""
 from __future__ import annotations
 
 import torch
@@ -11,8 +13,8 @@ from torch import nn
 from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.models._irreps import E3nnPrecision, check_max_l, hidden_irreps, pack, sh_irreps, split_irreps, unpack
-from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, default_radial
-from farfield.nn.mlp import MLP, aggregate
+from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, build_radial
+from farfield.nn.mlp import MLP, aggregate, gather
 
 __all__ = ["TFN", "gate_for", "input_irreps", "embed_input"]
 
@@ -37,9 +39,10 @@ def embed_input(batch, spec: InputSpec):
 
 
 class TFNLayer(nn.Module):
-    r"""Interaction: :math:`A_i = \frac{1}{\bar n}\sum_j R(d_{ij}) \,(W h_j \otimes Y(\hat r_{ij}))` (per-edge
-    weights from a radial MLP, channel-wise 'uvu' paths), then with ``correlation`` :math:`\nu > 1` the
-    MACE-like products :math:`B^{(k)} = B^{(k-1)} \otimes A` up to order :math:`\nu` (body order
+    r"""Interaction: :math:`A_i = \frac{1}{\bar n}\sum_j u_{ij} R(d_{ij}) \,(W h_j \otimes Y(\hat r_{ij}))`
+    (per-edge weights from a radial MLP, channel-wise 'uvu' paths; :math:`u_{ij}` the envelope weight
+    ``g.weight``, 1 when None), then with ``correlation`` :math:`\nu > 1` the
+    products (fully connected tensor products, not MACE's symmetric contraction) :math:`B^{(k)} = B^{(k-1)} \otimes A` up to order :math:`\nu` (body order
     :math:`\nu + 1`), a gated nonlinearity and a residual self-connection:
     :math:`h_i \leftarrow \mathrm{Gate}(W_A A_i + \sum_k W_k B_i^{(k)}) + W_{sc} h_i`."""
 
@@ -69,8 +72,8 @@ class TFNLayer(nn.Module):
 
     def forward(self, x, g: EdgeGeometry, sh):
         src, tgt = g.edge_index
-        msg = self.tp(self.up(x)[src], sh, self.radial(g.rbf))
-        a = self.lin(aggregate(msg, tgt, g.num_nodes) / self.avg)
+        msg = self.tp(gather(self.up(x), src), sh, self.radial(g.rbf))
+        a = self.lin(aggregate(msg, tgt, g.num_nodes, weight=g.weight) / self.avg)
         b, total = a, a
         for tp in self.products:
             b = tp(b, a)
@@ -79,7 +82,8 @@ class TFNLayer(nn.Module):
 
 
 class TFN(E3nnPrecision, Backbone):
-    r"""Spherical-basis tensor-field network (e3nn; runs on CPU), optionally with MACE-like body order.
+    r"""Spherical-basis tensor-field network (e3nn; runs on CPU), optionally with tensor-product correlations
+    of the aggregated features (higher body order, MACE-like; registered as ``tfn_products``).
 
     Hidden features carry ``channels`` copies of every degree l = 0..``max_l``; messages are tensor
     products of neighbour features with spherical harmonics :math:`Y^{(l)}(\hat r_{ij})` weighted by
@@ -87,18 +91,26 @@ class TFN(E3nnPrecision, Backbone):
     :math:`(-1)^l` and the model is E(3)-equivariant (cannot tell mirror images apart); with
     ``parity=False`` both parities of every l are carried, cross-product-like paths are allowed, and the
     model is SE(3)-equivariant (chirality-aware: ``s`` includes pseudo-scalars). ``correlation`` > 1 takes
-    products of the aggregated features (body order correlation + 1, as MACE).
+    products of the aggregated features (body order correlation + 1, as MACE, but with fully connected
+    tensor products instead of MACE's symmetric contraction and element-dependent weights).
+
+    Smooth at the cutoff by default: every message is multiplied by the envelope weight of the radial basis
+    (``envelope='cosine'``; ``'polynomial'`` as in Gasteiger et al. 2020 / MACE). ``envelope=None`` gives
+    the published TFN messages, whose radial MLP biases and spherical harmonics of the unit vector reach
+    the sum unweighted (outputs jump when an atom crosses the cutoff of a radius graph).
 
     Outputs: ``s`` the scalar channels, ``v`` the l = 1 channels in x, y, z, ``t`` the l >= 2 channels
     (e3nn layout, irreps ``self.irreps_t``). Uses ``x_s``, ``x_v``, ``pos``.
 
-    Args: spec, channels, max_l (1..5), num_layers, parity, correlation (1 = TFN, 2-3 = MACE-like),
-    cutoff, num_basis, radial, avg_neighbours (constant normaliser of the neighbour sum).
+    Args: spec, channels, max_l (1..5), num_layers, parity, correlation (1 = TFN, 2-4 = tensor-product
+    correlations), cutoff, num_basis, radial, avg_neighbours (constant normaliser of the neighbour sum),
+    envelope ('cosine' | 'polynomial' | None), long_cutoff (see :func:`~farfield.models.base.two_range_options`).
     """
 
     def __init__(self, spec: InputSpec, channels: int = 16, max_l: int = 2, num_layers: int = 3,
                  parity: bool = True, correlation: int = 1, cutoff: float = 5.0, num_basis: int = 16,
-                 radial: nn.Module | None = None, avg_neighbours: float = 10.0):
+                 radial: nn.Module | None = None, avg_neighbours: float = 10.0, envelope: str | None = "cosine",
+                 long_cutoff: float | None = None):
         super().__init__(spec)
         max_l = check_max_l(max_l)
         if max_l < 1:
@@ -106,7 +118,7 @@ class TFN(E3nnPrecision, Backbone):
         if not 1 <= correlation <= 4:
             raise ConfigError(f"TFN: correlation must be 1..4, got {correlation}")
         self.symmetry = "E(3)" if parity else "SE(3)"
-        self.radial = radial or default_radial(cutoff, num_basis)
+        self.radial = build_radial("TFN", radial, cutoff, num_basis, envelope, long_cutoff)
         self.irreps = hidden_irreps(channels, max_l, parity)
         self.irreps_sh = sh_irreps(max_l)
         self.hidden_s, self.hidden_v, self.irreps_t = split_irreps(self.irreps)

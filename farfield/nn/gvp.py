@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from farfield.nn.mlp import activation, aggregate
+from farfield.nn.mlp import activation, aggregate, gather
 
 __all__ = ["GVP", "GVPLayerNorm", "GVPDropout", "GVPConv", "GVPConvLayer", "vector_norm"]
 
@@ -131,6 +131,10 @@ class GVPConv(nn.Module):
 
     Shapes: node tuple ([N, si], [N, vi, 3]), edge tuple ([E, se], [E, ve, 3]), ``edge_index`` [2, E]
     (row 0 = source j, row 1 = target i) -> ([N, so], [N, vo, 3]).
+
+    With ``edge_weight`` [E] (a cutoff envelope) messages are weighted and the mean becomes the smooth
+    weighted mean :math:`\sum_j u_{ij} g(\cdot) / c(\sum_j u_{ij})` of :func:`farfield.nn.aggregate`
+    (continuous when an edge crosses the cutoff; the plain mean of the paper jumps with the neighbour count).
     """
 
     def __init__(self, in_dims: tuple[int, int], out_dims: tuple[int, int], edge_dims: tuple[int, int],
@@ -148,14 +152,15 @@ class GVPConv(nn.Module):
         self.message = nn.Sequential(*gvps)
         self.aggr = aggr
 
-    def forward(self, x: Tup, edge_index: Tensor, edge_attr: Tup) -> Tup:
+    def forward(self, x: Tup, edge_index: Tensor, edge_attr: Tup, edge_weight: Tensor | None = None) -> Tup:
         src, tgt = edge_index
         s, v = x
-        xj = (s[src], None if v is None else v[src])
-        xi = (s[tgt], None if v is None else v[tgt])
+        xj = (gather(s, src), None if v is None else gather(v, src))
+        xi = (gather(s, tgt), None if v is None else gather(v, tgt))
         ms, mv = self.message(_cat(xj, edge_attr, xi))
         n = s.shape[0]
-        return aggregate(ms, tgt, n, self.aggr), (None if mv is None else aggregate(mv, tgt, n, self.aggr))
+        return (aggregate(ms, tgt, n, self.aggr, edge_weight),
+                None if mv is None else aggregate(mv, tgt, n, self.aggr, edge_weight))
 
 
 class GVPConvLayer(nn.Module):
@@ -187,8 +192,8 @@ class GVPConvLayer(nn.Module):
             ff.append(GVP(hid, node_dims, activations=(None, None), vector_gate=vector_gate))
         self.ff = nn.Sequential(*ff)
 
-    def forward(self, x: Tup, edge_index: Tensor, edge_attr: Tup) -> Tup:
-        dh = self.dropout[0](self.conv(x, edge_index, edge_attr))
+    def forward(self, x: Tup, edge_index: Tensor, edge_attr: Tup, edge_weight: Tensor | None = None) -> Tup:
+        dh = self.dropout[0](self.conv(x, edge_index, edge_attr, edge_weight))
         x = self.norm[0](_add(x, dh))
         dh = self.dropout[1](self.ff(x))
         return self.norm[1](_add(x, dh))

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.utils import scatter
 
 from farfield.errors import ConfigError
 
-__all__ = ["ACTIVATIONS", "activation", "MLP", "ShiftedSoftplus", "aggregate"]
+__all__ = ["ACTIVATIONS", "activation", "MLP", "ShiftedSoftplus", "aggregate", "gather", "smooth_count"]
 
 
 class ShiftedSoftplus(nn.Module):
@@ -47,6 +48,35 @@ class MLP(nn.Sequential):
         super().__init__(*mods)
 
 
-def aggregate(msg: Tensor, index: Tensor, num_nodes: int, reduce: str = "sum") -> Tensor:
-    """Aggregate edge messages ``msg`` [E, ...] onto targets ``index`` [E] -> [num_nodes, ...]."""
-    return scatter(msg, index, dim=0, dim_size=num_nodes, reduce=reduce)
+def gather(x: Tensor, index: Tensor) -> Tensor:
+    """``x[index]`` along the first axis, as ``index_select`` (its backward is a fast index_add, where
+    advanced indexing backpropagates through a slower, single-threaded index_put_)."""
+    return x.index_select(0, index)
+
+
+def smooth_count(total_weight: Tensor) -> Tensor:
+    r"""Smooth neighbour count :math:`c(s) = s + e^{-s}` of a weight sum :math:`s \ge 0`: C^\infty, >= 1,
+    :math:`pprox s` for :math:`s \gtrsim 3` (so a weighted mean tends to the plain mean when neighbours are
+    well inside the cutoff) and 1 at :math:`s = 0` (no division by a vanishing count, which would keep an
+    edge at the cutoff at full strength)."""
+    return total_weight + torch.exp(-total_weight)
+
+
+def aggregate(msg: Tensor, index: Tensor, num_nodes: int, reduce: str = "sum", weight: Tensor | None = None
+              ) -> Tensor:
+    r"""Aggregate edge messages ``msg`` [E, ...] onto targets ``index`` [E] -> [num_nodes, ...].
+
+    With a per-edge ``weight`` [E] (an envelope, zero at the cutoff) messages are multiplied by it first;
+    ``reduce='sum'`` then gives :math:`\sum_j w_{ij} m_{ij}` and ``reduce='mean'`` the smooth weighted mean
+    :math:`\sum_j w_{ij} m_{ij} / c(\sum_j w_{ij})` with :func:`smooth_count` ``c``, so that the result is
+    continuous when an edge crosses the cutoff (a plain mean jumps with the neighbour count)."""
+    if weight is None:
+        return scatter(msg, index, dim=0, dim_size=num_nodes, reduce=reduce)
+    if reduce not in ("sum", "mean"):
+        raise ConfigError(f"aggregate: weighted aggregation supports 'sum' and 'mean', got {reduce!r}")
+    w = weight.to(msg.dtype).reshape(weight.shape + (1,) * (msg.dim() - 1))
+    total = scatter(msg * w, index, dim=0, dim_size=num_nodes, reduce="sum")
+    if reduce == "sum":
+        return total
+    count = scatter(weight.to(msg.dtype), index, dim=0, dim_size=num_nodes, reduce="sum")
+    return total / smooth_count(count).reshape(count.shape + (1,) * (msg.dim() - 1))
