@@ -42,6 +42,9 @@ def test_config_round_trip_and_overrides(tmp_path):
     ("model.long_range=ewlad", "unknown long-range strategy"), ("nosection.x=1", "must start with a section"),
     ("optim.lr", "not of the form"), ("data.edges=radius", "radius needs a cutoff"),
     ("data.dataset=qm10", "data.dataset must be one of"), ("run.strategy=fsdp", "run.strategy"),
+    ("optim.epochs=1.5", "optim.epochs must be an integer"), ("run.seed=abc", "run.seed must be an integer"),
+    ("optim.epochs=0", "optim.epochs must be an integer >= 1"), ("data.batch_size=2.0", "data.batch_size"),
+    ("run.progress=maybe", "run.progress must be true or false"),
 ])
 def test_config_errors_name_the_key(override, match):
     with pytest.raises(ConfigError, match=match):
@@ -77,7 +80,10 @@ def test_atom_budget_batches():
     assert sorted(i for b in batches for i in b) == list(range(len(sizes)))
     for b in batches:
         assert len(b) <= 3 and (sum(sizes[i] for i in b) <= 1000 or len(b) == 1)
-    assert list(iter(s)) != batches or True       # reshuffled per epoch (may coincide by chance)
+    s.set_epoch(1)
+    assert list(iter(s)) != batches                   # reshuffled per epoch (deterministic for this seed)
+    s.set_epoch(0)
+    assert list(iter(s)) == batches                   # the same epoch gives the same order (resume)
 
 
 def test_split_is_fixed_and_disjoint():
@@ -158,48 +164,178 @@ def test_non_finite_loss_stops_with_a_clear_error():
                    OptimConfig())
     b = Batch.from_data_list([Data(x_s=torch.randn(3, 4), pos=torch.randn(3, 3), edge_index=torch.tensor([[0], [1]]),
                                    y=torch.tensor([[float("nan")]]))])
-    with pytest.raises(NonFiniteLossError, match="training loss became nan"):
+    with pytest.raises(NonFiniteLossError, match="training loss became NaN"):
         m.training_step(b, 0)
 
 
 # -- end to end ------------------------------------------------------------------------------------------
 def test_tiny_study_writes_report_and_skips_finished_runs(tmp_path, capsys):
     out = tmp_path / "study"
-    args = ["study", *SMALL, "--strategies", "none", "virtual_node", "--seeds", "2", "--out", str(out), "--json"]
+    args = ["study", *SMALL, "--strategies", "none", "virtual_node", "--seeds", "2", "--workers", "0",
+            "--out", str(out), "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert [g["strategy"] for g in summary["groups"]] == ["none", "virtual_node"]
-    assert "vs_none" in summary["groups"][1] and summary["groups"][1]["n"] == 2
+    assert [g["strategy"] for g in summary["groups"]] == ["none", "none-wide", "virtual_node"]
+    vn, wide = summary["groups"][2], summary["groups"][1]
+    assert vn["n"] == 2 and "vs_none" in vn and "vs_wide" in vn and "p_holm" in vn["vs_none"]
+    assert wide["params"] >= vn["params"] > summary["groups"][0]["params"]      # parameter-matched baseline
+    assert "mean" in summary["baselines"]["0"]
     for f in ("results.csv", "results.json", "report.md", "metric.png", "curves.png", "cost.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
-    assert "| schnet | virtual_node |" in (out / "report.md").read_text()
-    run = out / "runs" / "schnet" / "none" / "seed0"
-    assert {"config.yaml", "metrics.json"} <= {p.name for p in run.iterdir()}
+    report = (out / "report.md").read_text()
+    assert "| schnet | virtual_node |" in report and "Student-t" in report and "Holm" in report
+    runs = sorted((out / "runs" / "schnet" / "none").iterdir())
+    assert [r.name.split("-")[0] for r in runs] == ["seed0", "seed1"]
+    run = runs[0]
+    assert {"config.yaml", "metrics.json", "config_hash"} <= {p.name for p in run.iterdir()}
     assert (run / "checkpoints" / "last.ckpt").is_file() and (run / "checkpoints" / "best.ckpt").is_file()
     stamp = (run / "metrics.json").stat().st_mtime_ns
-    assert main(args[:-1]) == 0                        # rerun: everything skipped
+    assert main(args[:-1]) == 0                        # rerun: everything reused
+    assert "6 of 6 runs already finished with the same config" in capsys.readouterr().err
+    assert (run / "metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_study_with_a_changed_config_trains_new_runs(tmp_path, capsys):
+    out = tmp_path / "study"
+    flags = ["--strategies", "none", "--seeds", "1", "--workers", "0", "--out", str(out), "--json"]
+    assert main(["study", *SMALL, *flags]) == 0
+    capsys.readouterr()
+    assert main(["study", *SMALL, "optim.lr=0.01", *flags, "--epochs", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["groups"][0]["epochs"] == 2                 # not the stale 1-epoch run
+    assert len(list((out / "runs" / "schnet" / "none").iterdir())) == 2
+    assert "2 epochs, lr 0.01" in (out / "report.md").read_text()
+
+
+def test_study_runs_are_reproducible(tmp_path, capsys):
+    res = []
+    for k in range(2):
+        assert main(["study", *SMALL, "--strategies", "none", "--seeds", "1", "--workers", "1",
+                     "--out", str(tmp_path / f"s{k}"), "--json"]) == 0
+        res.append(json.loads(capsys.readouterr().out)["groups"][0]["mean"])
+    assert res[0] == res[1]
+
+
+def test_train_refuses_a_directory_of_another_config(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *SMALL, "--out", str(out)]) == 0
+    assert main(["train", *SMALL, "optim.lr=0.1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.count("(done, skipped)") == 4 and (run / "metrics.json").stat().st_mtime_ns == stamp
+    assert "different configuration" in err and "optim.lr" in err
+    # the checkpoint is checked too, even without config.yaml
+    (out / "config.yaml").unlink()
+    (out / "metrics.json").unlink()
+    assert main(["train", *SMALL, "optim.lr=0.1", "--out", str(out)]) == 2
+    assert "last.ckpt was written by a different configuration" in capsys.readouterr().err
+
+
+def test_epochs_zero_is_refused(capsys):
+    assert main(["study", "--epochs", "0", "--seeds", "1"]) == 2
+    assert "optim.epochs must be an integer >= 1" in capsys.readouterr().err
+
+
+def test_yaml_model_section_keeps_the_default_backbone_options():
+    assert TrainConfig.from_dict({"model": {"long_range": "ewald"}}).model.backbone_options == \
+        TrainConfig().model.backbone_options
+    assert TrainConfig.from_dict({"model": {"backbone": "painn"}}).model.backbone_options == {}
+
+
+def test_model_cutoff_follows_the_edge_spec():
+    from farfield.train.run import effective_model
+    cfg = apply_overrides(TrainConfig(), ["model.backbone=gvp", "data.edges=radius:6.0"])
+    assert effective_model(cfg).backbone_options["cutoff"] == 6.0
+    cfg = apply_overrides(cfg, ["model.backbone_options={cutoff: 7.0}"])
+    assert effective_model(cfg).backbone_options["cutoff"] == 7.0
+
+
+def test_random_edges_are_redrawn_every_epoch():
+    from farfield.graphs import parse_edge_spec
+    from farfield.train.data import EpochEdges
+    g = Data(pos=torch.randn(40, 3) * 6, x_s=torch.randn(40, 6), graph_key=torch.tensor([3]))
+    ds = EpochEdges([g], parse_edge_spec("radius:5.0+random:4"), seed=1, epoch_of=lambda: epoch)
+    edges = {}
+    for epoch in (0, 1, 0):
+        d = ds[0]
+        edges.setdefault(epoch, []).append(d.edge_index[:, d.edge_type == 1])
+        local = d.edge_index[:, d.edge_type == 0]
+        edges.setdefault("local", []).append(local)
+    assert torch.equal(edges[0][0], edges[0][1])                     # reproducible
+    assert not torch.equal(edges[0][0], edges[1][0])                 # redrawn
+    assert all(torch.equal(edges["local"][0], x) for x in edges["local"])
+    assert g.edge_index is None                                      # the stored graph is untouched
+
+
+def _wait_for_epoch(last, epoch, timeout=180):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if last.is_file():
+            try:
+                if torch.load(last, weights_only=False)["epoch"] >= epoch:
+                    return True
+            except Exception:  # noqa: BLE001 - being written
+                pass
+        time.sleep(0.2)
+    return False
+
+
+def test_sigterm_stops_train_with_a_message_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "farfield.cli.main", "train", *SMALL[:-2], "optim.epochs=30", "run.progress=false",
+           "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert _wait_for_epoch(out / "checkpoints" / "last.ckpt", 1)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "interrupted by SIGTERM; re-run the same command to resume" in err
+    assert not (out / "metrics.json").exists()
+    assert main(["train", *SMALL[:-2], "optim.epochs=30", "run.progress=false", "--out", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 30
+
+
+def test_sigint_stops_a_study_with_workers_and_it_resumes(tmp_path, capsys):
+    out = tmp_path / "study"
+    args = ["study", *SMALL[:-2], "optim.epochs=300", "--strategies", "none", "--seeds", "1", "--workers", "1",
+            "--no-param-matched", "--out", str(out)]
+    p = subprocess.Popen([sys.executable, "-m", "farfield.cli.main", *args], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, text=True)
+    t0 = time.time()
+    while time.time() - t0 < 180 and not list(out.glob("runs/*/*/*/checkpoints/last.ckpt")):
+        time.sleep(0.2)
+    assert _wait_for_epoch(next(out.glob("runs/*/*/*/checkpoints/last.ckpt")), 1)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 128 + signal.SIGINT, err[-2000:]
+    assert "re-run the same command to resume" in err
+    assert not list(out.glob("runs/*/*/*/metrics.json"))
+    assert main(args + ["--workers", "0"]) == 0
+    assert json.loads(next(out.glob("runs/*/*/*/metrics.json")).read_text())["epochs"] == 300
 
 
 def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "farfield.cli.main", "train", *SMALL[:-2], "optim.epochs=40", "run.progress=false",
+    cmd = [sys.executable, "-m", "farfield.cli.main", "train", *SMALL[:-2], "optim.epochs=30", "run.progress=false",
            "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     last = out / "checkpoints" / "last.ckpt"
-    t0 = time.time()
-    while time.time() - t0 < 120 and not (last.is_file() and torch.load(last, weights_only=False)["epoch"] >= 1):
-        time.sleep(0.2)
+    assert _wait_for_epoch(last, 1)
     os.killpg(p.pid, signal.SIGKILL)
     p.wait()
     assert last.is_file() and not (out / "metrics.json").exists()
-    done = torch.load(last, weights_only=False)["epoch"]
-    assert main(["train", *SMALL[:-2], f"optim.epochs={done + 2}", "run.progress=false", "--out", str(out)]) == 0
+    assert main(["train", *SMALL[:-2], "optim.epochs=30", "run.progress=false", "--out", str(out)]) == 0
     res = json.loads((out / "metrics.json").read_text())
-    assert res["epochs"] == done + 2
+    assert res["epochs"] == 30
     logged = {c["epoch"] for c in res["curve"]}
-    assert logged >= set(range(done + 2))             # the log continues across the kill
+    assert logged >= set(range(30))                   # the log continues across the kill
+
+
+def test_unreadable_checkpoint_is_set_aside(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "last.ckpt").write_bytes(b"truncated")
+    with pytest.warns(UserWarning, match="unreadable"):
+        assert main(["train", *SMALL, "--out", str(out)]) == 0
+    assert (out / "checkpoints" / "last.ckpt.unreadable").is_file() and (out / "metrics.json").is_file()
 
 
 def test_train_cli_errors(capsys, tmp_path):
@@ -221,13 +357,20 @@ def test_tensorboard_flag(tmp_path, capsys):
         assert "needs the tensorboard package" in capsys.readouterr().err
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+def test_ddp_metrics_equal_single_process_ones(tmp_path):
+    """3 processes, 8 test graphs in batches of 3: uneven shards, no graph evaluated twice."""
+    from farfield.train.run import evaluate
     out = tmp_path / "ddp"
     exe = Path(sys.executable).with_name("farfield")
-    cmd = [str(exe) if exe.exists() else "farfield", "train", *SMALL, "--devices", "2", "--strategy", "ddp",
+    small = ["data.limit=40", "data.batch_size=3", "model.backbone_options={hidden: 8, num_layers: 1}",
+             "optim.epochs=1", "run.progress=false"]
+    cmd = [str(exe) if exe.exists() else "farfield", "train", *small, "--devices", "3", "--strategy", "ddp",
            "--out", str(out)]
     env = {**os.environ, "PL_DISABLE_FORK": "1"}
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((out / "metrics.json").read_text())
-    assert np.isfinite(res["test/mae"])
+    cfg = load_config(None, small)
+    single = evaluate(cfg, out / "checkpoints" / res["best_checkpoint"])
+    assert single["test/mae"] == pytest.approx(res["test/mae"], rel=1e-5)
+    assert single["test/rmse"] == pytest.approx(res["test/rmse"], rel=1e-5)

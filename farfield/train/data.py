@@ -17,7 +17,7 @@ from farfield.data.splits import split_indices
 from farfield.errors import InputError
 from farfield.graphs import GraphBuilder, parse_edge_spec
 
-__all__ = ["AtomBudgetBatchSampler", "GraphDataModule", "EpochEdges", "split_indices", "BASELINE_PREFIX"]
+__all__ = ["AtomBudgetBatchSampler", "GraphDataModule", "EpochEdges", "MarkPadded", "split_indices", "BASELINE_PREFIX"]
 
 #: graph / node attributes holding the features of a reference baseline (``baseline_<name>``)
 BASELINE_PREFIX = "baseline_"
@@ -28,8 +28,9 @@ class AtomBudgetBatchSampler(Sampler):
     budget gets a batch of its own). Shuffled per epoch from ``seed`` + epoch when ``shuffle`` (Lightning
     calls :meth:`set_epoch`, so a resumed run sees the same order). Under distributed training each rank takes
     every ``world_size``-th batch; training batches are padded by repetition so that every rank runs the same
-    number of steps (``pad=True``), evaluation batches are not (``pad=False``), so that every graph is
-    evaluated exactly once."""
+    number of steps (``pad=True``). Evaluation batches (``pad=False``) are padded too, because every rank must
+    run at least one batch, but the copies carry indices shifted by ``len(sizes)``: :class:`MarkPadded` turns
+    them into graphs with ``eval_weight`` 0, which the metrics leave out, so every graph counts exactly once."""
 
     def __init__(self, sizes, batch_size: int, max_atoms: int, shuffle: bool, seed: int = 0, pad: bool = True):
         self.sizes = np.asarray(sizes)
@@ -63,16 +64,33 @@ class AtomBudgetBatchSampler(Sampler):
         batches = self._batches()
         rank, world = self._rank()
         if world > 1:
-            if self.pad:
-                per = math.ceil(len(batches) / world)
-                batches = (batches * world)[: per * world]
+            per = math.ceil(len(batches) / world)
+            n, extra = len(self.sizes), per * world - len(batches)
+            copies = (batches * world)[len(batches): len(batches) + extra]
+            batches = batches + (copies if self.pad else [[i + n for i in b] for b in copies])
             batches = batches[rank::world]
         return iter(batches)
 
     def __len__(self) -> int:
         rank, world = self._rank()
-        n = len(self._batches())
-        return math.ceil(n / world) if self.pad else len(range(rank, n, world))
+        return math.ceil(len(self._batches()) / world)
+
+
+class MarkPadded(Dataset):
+    """``data[i]`` with ``eval_weight`` 1 for i < n, and a copy of ``data[i - n]`` with ``eval_weight`` 0 for the
+    padding indices of :class:`AtomBudgetBatchSampler` (``pad=False``)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self) -> int:
+        return 2 * len(self.data)
+
+    def __getitem__(self, i):
+        n = len(self.data)
+        g = copy.copy(self.data[i % n])
+        g.eval_weight = torch.tensor([0.0 if i >= n else 1.0])
+        return g
 
 
 class EpochEdges(Dataset):
@@ -180,6 +198,8 @@ class GraphDataModule(L.LightningDataModule):
         data = graphs
         if self.random:
             data = EpochEdges(graphs, self.builder, self.seed, (lambda: sampler.epoch) if shuffle else (lambda: None))
+        if not shuffle:
+            data = MarkPadded(data)
         return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers)
 
     def train_dataloader(self):

@@ -75,6 +75,13 @@ class TaskModule(L.LightningModule):
         out = self(batch)
         y = batch.y
         kind = self.task.kind
+        w = getattr(batch, "eval_weight", None)
+        if w is not None and stage != "train" and bool((w == 0).any()):
+            # padding copies of a distributed evaluation (AtomBudgetBatchSampler): leave them out
+            keep = w > 0 if kind != "node_regression" else (w > 0)[batch.batch]
+            out, y = out[keep], (y[keep] if y.shape[0] == keep.shape[0] else y.reshape(keep.shape[0], -1)[keep])
+            if not len(out):
+                return None
         if self.regression:
             y = y.reshape(out.shape).to(out.dtype)
             loss = nn.functional.mse_loss(out, (y - self.y_mean) / self.y_std)
@@ -88,8 +95,10 @@ class TaskModule(L.LightningModule):
             loss = nn.functional.binary_cross_entropy_with_logits(out, y.float())
             self.metrics[stage + "_"].update(torch.sigmoid(out.detach()).squeeze(-1) if kind == "binary" else
                                        torch.sigmoid(out.detach()), y.long().squeeze(-1) if kind == "binary" else y.long())
-        self.log(f"{stage}/loss", loss, batch_size=batch.num_graphs, on_epoch=True, on_step=False, sync_dist=True,
-                 prog_bar=stage != "test")
+        # evaluation shards may hold only padding on some rank: the metrics (synchronised torchmetrics) are exact,
+        # the logged evaluation loss is the one of rank 0's shard
+        self.log(f"{stage}/loss", loss, batch_size=int(y.shape[0]), on_epoch=True, on_step=False,
+                 sync_dist=stage == "train", prog_bar=stage != "test")
         return loss
 
     #: the loss is checked for NaN / Inf every this many steps (and at the end of each epoch): a check reads the

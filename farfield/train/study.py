@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import queue
 import signal
 import sys
 import time
@@ -304,7 +305,7 @@ def _execute(runs: list[RunSpec], workers: int, log, quiet: bool) -> tuple[dict,
         while received < len(pending):
             try:
                 i, res, err = out_q.get(timeout=1.0)
-            except Exception:  # noqa: BLE001 - queue.Empty: check the workers are alive
+            except queue.Empty:                  # check that the workers are alive
                 if not any(p.is_alive() for p in procs) and out_q.empty():
                     raise RuntimeError("study workers exited unexpectedly") from None
                 continue
@@ -343,7 +344,7 @@ def run_study(study: Study, quiet: bool = False, log=None) -> dict:
             from farfield.train.data import GraphDataModule
             dm = GraphDataModule(base.data, base.data.edges, seed=0, standardize=base.task.standardize)
             dm.setup()
-            baselines[int(split)] = reference_baselines(dm)
+            baselines[str(int(split))] = reference_baselines(dm)
             if study.param_matched and not wide and "none" in study.strategies and len(study.strategies) > 1:
                 import torch
                 longest = max(float(torch.pdist(g.pos.double()).max()) for g in dm.train + dm.val + dm.test
@@ -450,7 +451,7 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
                     g["change_vs_none_pct"] = 100 * (g["mean"] - none["mean"]) / abs(none["mean"])
     # position between "knows nothing" (mean predictor) and "knows everything within the cutoff" (oracle)
     if baselines and metric == "mae":
-        split0 = baselines[min(baselines)]
+        split0 = next(iter(baselines.values()))
         if "mean" in split0 and "cutoff_oracle" in split0:
             lo, hi = split0["mean"]["mae"], split0["cutoff_oracle"]["mae"]
             for g in out["groups"]:
@@ -488,8 +489,9 @@ def format_table(summary: dict) -> str:
                      f"| {g['converged']}/{g['n']} |")
     bl = summary.get("baselines") or {}
     if bl:
-        split0 = bl[min(bl)]
-        lines += ["", f"| reference baseline (test split{'' if len(bl) == 1 else ', split ' + str(min(bl))}) | MAE{unit} | RMSE | R^2 |",
+        first = next(iter(bl))
+        split0 = bl[first]
+        lines += ["", f"| reference baseline (test split{'' if len(bl) == 1 else ', split seed ' + first}) | MAE{unit} | RMSE | R^2 |",
                   "|---|---|---|---|"]
         for k, v in split0.items():
             lines.append(f"| {v['label']} | {v['mae']:.2f} | {v['rmse']:.2f} | {v['r2']:.3f} |")
@@ -591,7 +593,7 @@ def plots(out: Path, rows: list[dict], summary: dict) -> None:
             ax.text(i, g["mean"], "*", ha="center", va="bottom", fontsize=14)
     bl = summary.get("baselines") or {}
     if bl:
-        for (k, v), ls in zip(bl[min(bl)].items(), ("--", ":", "-.", "-")):
+        for (k, v), ls in zip(next(iter(bl.values())).items(), ("--", ":", "-.", "-")):
             ax.axhline(v["mae"] if "mae" in v else np.nan, color="0.3", ls=ls, lw=1, label=v["label"])
         ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right")
