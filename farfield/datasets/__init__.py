@@ -1,6 +1,9 @@
 """Datasets farfield ships or reads, as lists of PyG ``Data`` in the featuriser's field layout.
 
-* :func:`peptide_coulomb` - the built-in long-range benchmark (:mod:`farfield.datasets.peptide_coulomb`).
+* :func:`peptide_electrostatics` - the built-in benchmark that isolates long-range geometry: charge-balanced
+  peptides, several conformers per sequence, exact united-atom electrostatic targets and reference-baseline
+  features (:mod:`farfield.datasets.peptide_electrostatics`).
+* :func:`peptide_coulomb` - the earlier long-range benchmark (:mod:`farfield.datasets.peptide_coulomb`).
 """
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from torch_geometric.data import Data
 
 from farfield.data import fields as F
 from farfield.datasets.peptide_coulomb import DEFAULT_PATH, card, load
+from farfield.datasets.peptide_electrostatics import peptide_electrostatics
 
-__all__ = ["DATASETS", "PEPTIDE_ELEMENTS", "peptide_coulomb", "card", "load"]
+__all__ = ["DATASETS", "PEPTIDE_ELEMENTS", "peptide_coulomb", "peptide_electrostatics", "card", "load"]
 
 PEPTIDE_ELEMENTS = (1, 6, 7, 8, 16)   # H C N O S
 
@@ -51,4 +55,4 @@ def peptide_coulomb(path: Path | str | None = None, hydrogens: bool = False, tar
 
 
 #: name -> loader ``f(path=None, **options) -> list[Data]``
-DATASETS = {"peptide_coulomb": peptide_coulomb}
+DATASETS = {"peptide_coulomb": peptide_coulomb, "peptide_electrostatics": peptide_electrostatics}
