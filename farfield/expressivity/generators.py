@@ -1,12 +1,13 @@
 """Pairs of geometric graphs from the geometric Weisfeiler-Leman study (Joshi, Bodnar, Mathis, Cohen &
-Lio, "On the Expressive Power of Geometric Graph Neural Networks", ICML 2023; methods reference s.7).
+Lio, "On the Expressive Power of Geometric Graph Neural Networks", ICML 2023; reference code
+chaitjo/geometric-gnn-dojo).
 
 Every generator returns two PyG ``Data`` (labels 0 and 1) with equal node features (``x_s`` = 1), float64
 coordinates, undirected edges and the fields of :mod:`farfield.data.fields`, so any backbone runs on them.
 Tests are named by strings: ``chain:K`` (K >= 2), ``star:FOLD`` (FOLD >= 2), ``2body``, ``3body``,
 ``chiral``, ``handed`` (:func:`make_pair`).
 
-Finding: the published "chiral" pair (methods reference s.7) is *not* chiral. Its first graph has a mirror
+Finding: the published "chiral" pair (Joshi et al. 2023) is *not* chiral. Its first graph has a mirror
 plane (x -> -x swaps (3,0,-4) and (-3,0,-4)), so its mirror image is also a proper rotation of it
 (R_z(pi) maps one graph onto the other): no model invariant to rotations, SE(3) models included, can tell
 them apart. It is kept under its published name for comparison; ``handed`` is a genuinely chiral pair

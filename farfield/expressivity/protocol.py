@@ -1,13 +1,22 @@
-"""The expressivity protocol (methods reference s.7): can a model tell the two graphs of a pair apart?
+"""The expressivity protocol of the geometric WL study (Joshi, Bodnar, Mathis, Cohen & Lio, "On the Expressive
+Power of Geometric Graph Neural Networks", ICML 2023, Sec. 5): can a model tell the two graphs of a pair apart?
 
 Two modes:
 
 * :func:`readout_distance` (training-free): the relative distance between the two graphs' readouts
   under a freshly initialised model, ``|r0 - r1| / (|r0| + |r1|)``. Zero (to float64 round-off) means the
-  model *cannot* distinguish the pair whatever its weights; a clearly positive value means it can.
+  model *cannot* distinguish the pair whatever its weights; a clearly positive value means it can. Each
+  result carries a ``margin`` (the distance over the detection threshold ``max(1e-14, 1e3 * floor)``) and a
+  ``verdict``: 'distinguished' (margin >= 10), 'near floor' (a positive distance within 10x of the
+  threshold, either side: a weak yes or an inconclusive one) or 'not distinguished' (exactly zero). Deep
+  models at their threshold depth are often near the floor at initialisation (GVP, PaiNN, TFN and the
+  TFN-products model on 5- and 6-chains), so a bare yes/no would overstate what was measured.
 * :func:`train_pair`: the published protocol: a classifier (backbone + readout + MLP) trained on the two
   graphs (Adam 1e-4, batch 1, ReduceLROnPlateau(max, 0.9, patience 25)) and scored by the accuracy at the
   best epoch; 50% = not distinguished. The model is re-initialised for every seed (the reference reuses it).
+  It runs in float64 by default: a pair that the model cannot separate maps to readouts equal up to
+  round-off, and training drives both logits towards a tie, so in float32 round-off differences
+  (~1e-7) can flip one argmax and report 100% on a pair the theory says is inseparable.
 
 The readout is invariant (sum of node scalars) except for ``star:*`` tests, which ask for the
 *orientation* of a symmetric star: there the readout is the sum of all node features, vector and
@@ -21,6 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import nn
@@ -28,27 +38,66 @@ from torch_geometric.data import Batch
 
 from farfield.errors import ConfigError
 from farfield.expressivity.generators import make_pair
-from farfield.models import InputSpec, build_backbone, pool
+from farfield.models import BACKBONES, InputSpec, build_backbone, pool
 
-__all__ = ["ExpressivityClassifier", "readout_distance", "train_pair", "theory", "build_model",
-           "ExpressivityResult", "run_expressivity", "DEFAULT_MODELS", "MODEL_OPTIONS", "DISTINCT"]
+__all__ = ["ExpressivityClassifier", "readout_distance", "train_pair", "theory", "build_model", "chain_depth", "family",
+           "ExpressivityResult", "run_expressivity", "DEFAULT_MODELS", "MODEL_OPTIONS", "DISTINCT", "NEAR_FLOOR"]
 
 #: relative readout distance above which a pair can count as distinguished (float64 round-off is ~1e-16;
 #: genuine but weak signals of freshly initialised models go down to ~1e-13)
 DISTINCT = 1e-14
-DEFAULT_MODELS = ("schnet", "egnn", "gvp", "painn", "tfn", "mace", "segnn", "fa_mpnn", "fa_mpnn_so3")
-#: small widths for the expressivity runs (the question is what a model *can* represent)
-MODEL_OPTIONS = {
+#: margins (distance / detection threshold) below this are reported as 'near floor'
+NEAR_FLOOR = 10.0
+
+
+def family(name: str) -> str:
+    """The architecture family of backbone ``name``, read from its constructor in
+    :data:`farfield.models.BACKBONES` (so renamed entries keep their theory): 'schnet', 'egnn', 'gvp',
+    'painn', 'tfn', 'tfn_products' (TFN with correlation > 1), 'tfn_se3' (TFN without parity), 'segnn',
+    'mpnn', 'fa' / 'fa_so3' (frame-averaged), '2d' (no coordinates), or 'other'."""
+    from farfield.models import EGNN, GVPGNN, MPNN, SEGNN, TFN, PaiNN, SchNet
+    ctor = BACKBONES.get(name)
+    if ctor is None:
+        raise ConfigError(f"unknown backbone {name!r}; choose from {sorted(BACKBONES)}")
+    func, args, kw = (ctor.func, ctor.args, ctor.keywords) if isinstance(ctor, partial) else (ctor, (), {})
+    if func is TFN:
+        if int(kw.get("correlation", 1)) > 1:
+            return "tfn_products"
+        return "tfn" if kw.get("parity", True) else "tfn_se3"
+    simple = {SchNet: "schnet", EGNN: "egnn", GVPGNN: "gvp", PaiNN: "painn", SEGNN: "segnn", MPNN: "mpnn"}
+    if func in simple:
+        return simple[func]
+    if getattr(func, "__name__", "") == "_fa":
+        return "fa_so3" if args and args[0] == "SO(3)" else "fa"
+    if not getattr(func, "uses_positions", True):
+        return "2d"
+    return "other"
+
+
+def _names(*families: str, exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(n for n in BACKBONES if family(n) in families and n not in exclude)
+
+
+#: one model per family (stochastic FA and the unconstrained MPNN left out)
+DEFAULT_MODELS = _names("schnet", "egnn", "gvp", "painn", "tfn", "tfn_products", "segnn", "fa", "fa_so3",
+                        exclude=("sfa_mpnn",))
+_FAMILY_OPTIONS = {
     "schnet": {"hidden": 32}, "egnn": {"hidden": 32}, "mpnn": {"hidden": 32},
     "gvp": {"node_dims": (32, 8), "edge_dims": (16, 1), "dropout": 0.0}, "painn": {"hidden": 32},
-    "tfn": {"channels": 8, "max_l": 2}, "mace": {"channels": 8, "max_l": 2}, "tfn_se3": {"channels": 8, "max_l": 2},
-    "segnn": {"channels": 8, "max_l": 2}, "fa_mpnn": {"hidden": 32}, "sfa_mpnn": {"hidden": 32},
-    "fa_mpnn_so3": {"hidden": 32},
+    "tfn": {"channels": 8, "max_l": 2, "envelope": None}, "tfn_products": {"channels": 8, "max_l": 2, "envelope": None},
+    "tfn_se3": {"channels": 8, "max_l": 2, "envelope": None}, "segnn": {"channels": 8, "max_l": 2},
+    "fa": {"hidden": 32}, "fa_so3": {"hidden": 32},
 }
-_SPHERICAL = {"tfn", "mace", "tfn_se3", "segnn"}
+# TFN-type models run without the cutoff envelope (the published unweighted messages): the envelope is a
+# positive per-edge weight (0.5 on the 5 A chain edges at cutoff 10) that cannot change what a model can
+# separate but shrinks fresh-init signals geometrically with depth, pushing deep chain separations (TFN at
+# 7 layers on 6-chains) below float64 resolution.
+#: small widths for the expressivity runs (the question is what a model *can* represent)
+MODEL_OPTIONS = {n: dict(_FAMILY_OPTIONS[family(n)]) for n in BACKBONES if family(n) in _FAMILY_OPTIONS}
+_SPHERICAL = {"tfn", "tfn_products", "tfn_se3", "segnn"}     # families
 _INVARIANT = {"schnet", "egnn"}             # EGNN with fixed coordinates: invariant node features only
 _CARTESIAN = {"gvp", "painn"}
-_FA = {"fa_mpnn", "sfa_mpnn", "fa_mpnn_so3"}
+_FA = {"fa", "fa_so3"}
 
 
 def build_model(name: str, num_layers: int, cutoff: float = 10.0, **options):
@@ -126,13 +175,18 @@ def readout_distance(name: str, test: str, layers: int, seed: int = 0) -> tuple[
     return _rel(r0, r1), _rel(r0, rn)
 
 
-def train_pair(name: str, test: str, layers: int, seed: int = 0, epochs: int = 100, lr: float = 1e-4) -> float:
-    """The published protocol for one seed; returns the accuracy (0, 0.5 or 1) at the best epoch."""
-    model = _classifier(name, test, layers, seed, torch.float32)
+def train_pair(name: str, test: str, layers: int, seed: int = 0, epochs: int = 100, lr: float = 1e-4,
+               dtype: torch.dtype = torch.float64) -> float:
+    """The published protocol for one seed; returns the accuracy (0, 0.5 or 1) at the best epoch.
+
+    ``dtype`` float64 (default) keeps round-off (~1e-16) far below what 100 epochs of Adam at 1e-4 can
+    amplify into an argmax flip; with float32 an inseparable pair can score 100% by round-off alone (see
+    the module docstring)."""
+    model = _classifier(name, test, layers, seed, dtype)
     pair = [g.clone() for g in make_pair(test)]
     for g in pair:
         for k in ("pos", "x_s"):
-            g[k] = g[k].float()
+            g[k] = g[k].to(dtype)
     batches = [Batch.from_data_list([g]) for g in pair]
     both = Batch.from_data_list(pair)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -159,9 +213,22 @@ def train_pair(name: str, test: str, layers: int, seed: int = 0, epochs: int = 1
 
 
 def _max_degree(name: str, options: dict | None = None) -> int:
-    if name in _SPHERICAL:
+    fam = family(name)
+    if fam in _SPHERICAL:
         return int((options or {}).get("max_l", MODEL_OPTIONS[name]["max_l"]))
-    return 1 if name in _CARTESIAN | _FA | {"egnn", "mpnn"} else 0
+    return 1 if fam in _CARTESIAN | _FA | {"egnn", "mpnn"} else 0
+
+
+def chain_depth(name: str, k: int) -> int | None:
+    """Layers a model needs to separate the k-chain pair (None: never, or no prediction)."""
+    fam = family(name)
+    if fam in ("gvp", "painn", "tfn_products"):
+        return k // 2 + 1
+    if fam in ("tfn", "tfn_se3"):
+        return k + 1
+    if fam == "segnn":
+        return k - 1
+    return None
 
 
 def theory(name: str, test: str, layers: int) -> bool | None:
@@ -169,12 +236,22 @@ def theory(name: str, test: str, layers: int) -> bool | None:
     (no prediction: the unconstrained ``mpnn`` is not invariant; frame-averaged models lie outside the GWL
     hierarchy except where a symmetry argument settles it).
 
+    Models are looked up by family (:func:`family`), so renamed backbones keep their row. Depths below
+    were measured in distance mode for K = 2..6 (exactly zero one layer below the threshold, positive at
+    it; :func:`chain_depth`).
+
     * chain:K: invariant models never (every node sees the same distances at every depth). Models that
-      can multiply two geometric features *at a node* (GVP and PaiNN through vector norms and dot
-      products, MACE through products of aggregated features, SEGNN through steerable products) need
-      floor(K/2) + 1 layers, the pair's hop depth. TFN (correlation 1) never does: its messages are linear
-      in neighbour features (tensor products with the *edge* direction only) and its gates are invariant,
-      so it cannot form the dot product of the two end directions that tells the chains apart.
+      multiply two *aggregated* geometric features at a node (GVP and PaiNN through vector norms and dot
+      products, the TFN-products model through products of aggregated features) need floor(K/2) + 1
+      layers, the pair's hop depth: both ends' orientations reach the middle of the chain and meet there.
+      TFN (correlation 1, with or without parity) also separates the pair, but only at K + 1 layers: its
+      messages are linear in the neighbour's features (a tensor product with the edge direction), so no
+      node can multiply two aggregated directions; the far end's orientation instead travels along the
+      chain in the vector features, and a tensor product with the *edge* direction at the near end node
+      (K + 1 hops away) couples it to the near end's direction. SEGNN needs K - 1 layers: its steerable
+      products multiply the features only by geometric attributes (the edge's and the node's own
+      neighbourhood directions), so one end's orientation must travel to the node whose attribute sees the
+      other end.
     * star:FOLD: the orientation of a FOLD-fold symmetric star is visible only to features of degree
       l >= FOLD (lower-degree spherical harmonics sum to zero over the star); readouts that stop at l = 1
       (Cartesian models, frame averaging with vector outputs) fail for every FOLD >= 2.
@@ -188,7 +265,8 @@ def theory(name: str, test: str, layers: int) -> bool | None:
     * handed (a true chiral pair): E(3) models never; FA with SO(3) frames at 1 layer; TFN without parity
       needs three distinct neighbour directions in one chain of tensor products: 4 layers on a star.
     """
-    if name == "mpnn":
+    fam = family(name)
+    if fam in ("mpnn", "2d", "other"):
         return None
     kind, _, arg = test.partition(":")
     if kind == "star":
@@ -196,17 +274,17 @@ def theory(name: str, test: str, layers: int) -> bool | None:
     if kind == "chiral":
         return False
     if kind == "handed":
-        return {"fa_mpnn_so3": True, "tfn_se3": layers >= 4}.get(name, False)
-    if name in _INVARIANT:
+        return {"fa_so3": True, "tfn_se3": layers >= 4}.get(fam, False)
+    if fam in _INVARIANT:
         return False
-    if name in _FA:
+    if fam in _FA:
         return None
     if kind == "chain":
-        return False if name in ("tfn", "tfn_se3") else layers >= int(arg) // 2 + 1
+        return layers >= chain_depth(name, int(arg))
     if kind == "2body":
-        return layers >= 2 if name in ("tfn", "tfn_se3") else True
+        return layers >= 2 if fam in ("tfn", "tfn_se3") else True
     if kind == "3body":
-        return True if name in ("mace", "segnn") else layers >= 2
+        return True if fam in ("tfn_products", "segnn") else layers >= 2
     return None
 
 
@@ -230,24 +308,46 @@ class ExpressivityResult:
         return math.sqrt(sum((v - m) ** 2 for v in self.values) / max(len(self.values) - 1, 1))
 
     @property
+    def margin(self) -> float | None:
+        """Distance mode: the smallest (over seeds) distance over its detection threshold
+        ``max(DISTINCT, 1e3 * floor)``; >= 1 counts as distinguished."""
+        if self.mode == "train":
+            return None
+        return min(d / max(DISTINCT, 1e3 * f) for d, f in zip(self.values, self.floors))
+
+    @property
+    def verdict(self) -> str:
+        """'distinguished', 'near floor' or 'not distinguished' (distance mode: see the module docstring)."""
+        if self.mode == "train":
+            return "distinguished" if self.distinguished else "not distinguished"
+        if all(d == 0.0 for d in self.values):
+            return "not distinguished"
+        return "distinguished" if self.margin >= NEAR_FLOOR else "near floor"
+
+    @property
     def distinguished(self) -> bool:
         if self.mode == "train":
             return self.mean > 0.99
-        return all(d > max(DISTINCT, 1e3 * f) for d, f in zip(self.values, self.floors))
+        return self.margin >= 1.0
 
     @property
     def agrees(self) -> bool | None:
+        """True / False, or None where the theory makes no prediction or a predicted separation was measured
+        only near the round-off floor (distance mode: inconclusive rather than a contradiction)."""
         if self.theory is None:
             return None
         if self.mode == "train":
             # training can fail to find a distinguishing function; it can never beat the theory
             return self.distinguished == self.theory or (self.theory and self.mean > 0.5)
+        if self.theory and not self.distinguished and self.verdict == "near floor":
+            return None
         return self.distinguished == self.theory
 
     def to_dict(self) -> dict:
         return {"model": self.model, "test": self.test, "layers": self.layers, "mode": self.mode,
-                "values": self.values, "noise_floor": self.floors or None, "mean": self.mean, "std": self.std, "distinguished": self.distinguished,
-                "theory": self.theory, "agrees": self.agrees}
+                "values": self.values, "noise_floor": self.floors or None, "mean": self.mean, "std": self.std,
+                "distinguished": self.distinguished, "margin": self.margin, "verdict": self.verdict,
+                "near_floor": self.verdict == "near floor", "theory": self.theory, "agrees": self.agrees}
 
 
 def run_expressivity(models, tests, layers, seeds: int = 10, epochs: int = 100, mode: str = "train",

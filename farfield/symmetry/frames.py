@@ -82,6 +82,14 @@ def _in_frame(batch, c: Tensor, R: Tensor, b: Tensor):
     return out
 
 
+def _drop_layer_aliases(state_dict, prefix, *args) -> None:
+    """Load checkpoints written while the wrapper aliased ``layers = backbone.layers``: drop the duplicate
+    ``layers.*`` keys when the same tensor is present under ``backbone.layers.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "layers.")]:
+        if prefix + "backbone." + key[len(prefix):] in state_dict:
+            del state_dict[key]
+
+
 class FrameAveraging(Backbone):
     """Wrap any backbone with frame averaging (see the module docstring).
 
@@ -107,7 +115,12 @@ class FrameAveraging(Backbone):
         self.degeneracy_tol = degeneracy_tol
         self.symmetry = "E(3)" if group == "O(3)" else "SE(3)"
         self.hidden_s, self.hidden_v = backbone.hidden_s, backbone.hidden_v
-        self.layers = backbone.layers
+        # no ``self.layers = backbone.layers`` alias: it registered every layer twice in the state dict
+        self._register_load_state_dict_pre_hook(_drop_layer_aliases)
+
+    @property
+    def num_layers(self) -> int:
+        return self.backbone.num_layers
 
     def forward(self, batch, between=None) -> BackboneOutput:
         self._check_batch(batch)

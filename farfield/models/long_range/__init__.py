@@ -28,13 +28,13 @@ from functools import partial
 from farfield.errors import ConfigError
 from farfield.models.long_range.attention import GlobalAttention
 from farfield.models.long_range.base import PLACEMENTS, Context, LongRange, WithLongRange
-from farfield.models.long_range.ewald import EwaldMP, k_grid, svd_frame_coordinates
+from farfield.models.long_range.ewald import EwaldMP, k_grid, k_shells, svd_frame_coordinates
 from farfield.models.long_range.neural_atoms import NeuralAtomBlock, NeuralAtoms
 from farfield.models.long_range.virtual_node import VirtualNode
 
 __all__ = ["MECHANISMS", "GRAPH_STRATEGIES", "STRATEGIES", "PLACEMENTS", "Context", "EwaldMP", "GlobalAttention",
            "LongRange", "NeuralAtomBlock", "NeuralAtoms", "Strategy", "VirtualNode", "WithLongRange",
-           "build_strategy", "k_grid", "spanning_cutoff", "svd_frame_coordinates"]
+           "build_strategy", "k_grid", "k_shells", "spanning_cutoff", "svd_frame_coordinates"]
 
 #: module mechanisms: name -> constructor ``f(dim, num_layers, **options)``
 MECHANISMS = {
@@ -73,7 +73,12 @@ class Strategy:
 
     ``edge_spec(local)`` gives the edge spec to featurise with; ``backbone_options(max_edge_length)`` the
     backbone options it needs (a spanning radial cutoff for graph strategies); ``wrap(backbone)`` returns the
-    backbone with the mechanism (or the backbone itself)."""
+    backbone with the mechanism (or the backbone itself).
+
+    Backbone-dependent defaults: on backbones without coordinates (``uses_positions`` False: the 2D
+    baselines gcn, gine, gatedgcn) ``neural_atoms`` follows the reference's 2D code (Li et al. 2024):
+    placement ``'after'`` each layer and heads summed in back-projection (``head_reduce='sum'``); on 3D
+    backbones it runs in parallel with each layer and averages heads. Explicit options always win."""
 
     name: str
     options: dict = field(default_factory=dict)
@@ -102,10 +107,15 @@ class Strategy:
                               "basis (max_edge_length)")
         return {"cutoff": spanning_cutoff(max_edge_length)}
 
-    def mechanism(self, dim: int, num_layers: int) -> LongRange | None:
+    def mechanism(self, dim: int, num_layers: int, uses_positions: bool = True) -> LongRange | None:
+        """The mechanism for a backbone of width ``dim`` and ``num_layers`` layers; ``uses_positions`` False
+        (a 2D backbone) selects the reference's 2D defaults where they differ (see the class docstring)."""
         if not self.is_module:
             return None
         opts = dict(self.options)
+        if self.name == "neural_atoms" and not uses_positions:
+            opts.setdefault("placement", "after")
+            opts.setdefault("head_reduce", "sum")
         if self.name == "attention" and "heads" not in opts:
             opts["heads"] = next(h for h in (4, 2, 1) if dim % h == 0)
         if self.name == "neural_atoms" and "heads" in opts and dim % int(opts["heads"]):
@@ -113,7 +123,7 @@ class Strategy:
         return MECHANISMS[self.name](dim, num_layers, **opts)
 
     def wrap(self, backbone):
-        m = self.mechanism(backbone.hidden_s, backbone.num_layers)
+        m = self.mechanism(backbone.hidden_s, backbone.num_layers, bool(getattr(backbone, "uses_positions", True)))
         return backbone if m is None else WithLongRange(backbone, m)
 
     def label(self) -> str:

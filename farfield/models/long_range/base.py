@@ -115,6 +115,14 @@ class _Hooks(LayerHooks):
         return state
 
 
+def _drop_layer_aliases(state_dict, prefix, *args) -> None:
+    """Load checkpoints written while wrappers aliased ``layers = backbone.layers``: drop the duplicate
+    ``layers.*`` keys when the same tensor is present under ``backbone.layers.*``."""
+    for key in [k for k in state_dict if k.startswith(prefix + "layers.")]:
+        if prefix + "backbone." + key[len(prefix):] in state_dict:
+            del state_dict[key]
+
+
 class WithLongRange(Backbone):
     """A backbone with a long-range mechanism: same contract and symmetry claim as ``backbone``.
 
@@ -136,7 +144,12 @@ class WithLongRange(Backbone):
         self.irreps_t = getattr(backbone, "irreps_t", None)
         self.hidden_s, self.hidden_v = backbone.hidden_s, backbone.hidden_v
         self.uses_positions = backbone.uses_positions or mechanism.needs_positions
-        self.layers = backbone.layers
+        # no ``self.layers = backbone.layers`` alias: it registered every layer twice in the state dict
+        self._register_load_state_dict_pre_hook(_drop_layer_aliases)
+
+    @property
+    def num_layers(self) -> int:
+        return self.backbone.num_layers
 
     def forward(self, batch, between=None) -> BackboneOutput:
         if self.long_range.needs_positions and getattr(batch, F.POS, None) is None:

@@ -11,7 +11,10 @@ from torch_geometric.utils import to_dense_batch
 from farfield.errors import ConfigError
 from farfield.models.long_range.base import Context, LongRange
 
-__all__ = ["NeuralAtoms", "NeuralAtomBlock"]
+__all__ = ["NeuralAtoms", "NeuralAtomBlock", "HEAD_REDUCTIONS"]
+
+#: how back-projection combines the heads' attention: 'sum' (the reference's 2D code), 'mean'
+HEAD_REDUCTIONS = ("sum", "mean")
 
 
 class _MAB(nn.Module):
@@ -40,7 +43,7 @@ class _MAB(nn.Module):
 
 
 class NeuralAtomBlock(nn.Module):
-    r"""One Neural Atoms step (methods.md s.3) for node scalars h [N, d] of B graphs, K_b neural atoms each.
+    r"""One Neural Atoms step (Li et al. 2024, Sec. 3) for node scalars h [N, d] of B graphs, K_b neural atoms each.
 
     1. Project: :math:`Q = S W_q` (learned seeds S [K, d]), :math:`K_x = h W_k`, :math:`V_x = h W_v`, per head;
        :math:`A = \mathrm{softmax}_{c}(Q K_x^\top / \sqrt d)` over the **neural-atom axis** c (each atom spreads
@@ -48,7 +51,9 @@ class NeuralAtomBlock(nn.Module):
        :math:`Z = \mathrm{LN}(Z + \mathrm{relu}(Z W_o))`.
     2. Exchange: :math:`\tilde Z = \mathrm{MAB}(Z, Z)`, self-attention among the graph's neural atoms.
     3. Back-project with the same weights: :math:`\Delta h_i = \sum_c \bar A_{c i} \tilde Z_c`, with
-       :math:`\bar A` the mean of A over heads.
+       :math:`\bar A` the sum (``head_reduce='sum'``, as the reference's 2D code) or the mean
+       (``'mean'``) of A over heads. The two differ by the factor H (identical for one head): with 'sum'
+       each node receives H units of attention mass.
 
     Unlike the reference code, attention weights are computed per node (``[N, H, K]``) and summed per
     graph, so nothing is padded on the atom axis (its defect (a): padded atoms leaking into neural atoms),
@@ -57,11 +62,13 @@ class NeuralAtomBlock(nn.Module):
     therefore independent of the rest of its batch for any number of heads. Cost O(N K d).
     """
 
-    def __init__(self, dim: int, max_atoms: int, heads: int = 1):
+    def __init__(self, dim: int, max_atoms: int, heads: int = 1, head_reduce: str = "mean"):
         super().__init__()
         if dim % heads:
             raise ConfigError(f"NeuralAtoms: width {dim} is not divisible by heads={heads}")
-        self.heads, self.max_atoms = heads, max_atoms
+        if head_reduce not in HEAD_REDUCTIONS:
+            raise ConfigError(f"NeuralAtoms: head_reduce must be one of {HEAD_REDUCTIONS}, got {head_reduce!r}")
+        self.heads, self.max_atoms, self.head_reduce = heads, max_atoms, head_reduce
         self.seeds = nn.Parameter(torch.randn(max_atoms, dim) / math.sqrt(dim))
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.ln0, self.ln1 = nn.LayerNorm(dim), nn.LayerNorm(dim)
@@ -85,13 +92,22 @@ class NeuralAtomBlock(nn.Module):
         Z = self.ln0(Q.unsqueeze(0) + AV)
         Z = self.ln1(Z + torch.relu(self.o(Z)))                                               # [B, K, d]
         Z = self.exchange(Z, Z, slot_ok)
-        out = A_d.mean(2) @ Z                                                                 # [B, n, d]
+        A_bar = A_d.sum(2) if self.head_reduce == "sum" else A_d.mean(2)                     # [B, n, K]
+        out = A_bar @ Z                                                                 # [B, n, d]
         return out[node_ok]
 
 
 class NeuralAtoms(LongRange):
     r"""Neural Atoms after (2D) or in parallel with (3D) every layer: :math:`h \leftarrow h + \alpha\,
     \mathrm{NA}_l(h)` with :class:`NeuralAtomBlock`.
+
+    The reference code (Li et al. 2024) differs between its 2D and 3D models: on 2D backbones it inserts
+    NA *after* each GNN layer (``h = h_local + NA(h_local)``) and *sums* the heads' attention in
+    back-projection; on 3D backbones it runs NA in parallel with each interaction block. The class
+    defaults are the 3D behaviour with the head mean (``placement='parallel'``, ``head_reduce='mean'``);
+    :meth:`farfield.models.long_range.Strategy.wrap` switches to the 2D reference (``'after'``,
+    ``'sum'``) for backbones without coordinates (``uses_positions`` False: gcn, gine, gatedgcn) unless
+    the options say otherwise.
 
     Args:
         dim, num_layers, scale, placement: see :class:`~farfield.models.long_range.LongRange` (default
@@ -102,6 +118,8 @@ class NeuralAtoms(LongRange):
         max_atoms: number of learned seeds (default ``num_atoms``, or 64 with ``ratio``).
         heads: attention heads (must divide ``dim``).
         shared: one block for all layers instead of one per layer.
+        head_reduce: ``'mean'`` (default) or ``'sum'`` (the reference's 2D code) over heads in
+            back-projection.
     """
 
     name = "neural_atoms"
@@ -109,7 +127,7 @@ class NeuralAtoms(LongRange):
 
     def __init__(self, dim: int, num_layers: int, num_atoms: int | None = 10, ratio: float | None = None,
                  max_atoms: int | None = None, heads: int = 1, shared: bool = False, scale: float = 1.0,
-                 placement: str | None = None):
+                 placement: str | None = None, head_reduce: str = "mean"):
         super().__init__(dim, num_layers, scale, placement)
         if ratio is not None:
             if not 0 < ratio <= 1:
@@ -119,11 +137,14 @@ class NeuralAtoms(LongRange):
             raise ConfigError(f"NeuralAtoms: give num_atoms >= 1 or a ratio, got num_atoms={num_atoms}")
         if heads < 1:
             raise ConfigError(f"NeuralAtoms: heads must be >= 1, got {heads}")
+        if head_reduce not in HEAD_REDUCTIONS:
+            raise ConfigError(f"NeuralAtoms: head_reduce must be one of {HEAD_REDUCTIONS}, got {head_reduce!r}")
         self.num_atoms, self.ratio, self.heads, self.shared = num_atoms, ratio, heads, shared
+        self.head_reduce = head_reduce
         self.max_atoms = int(max_atoms or num_atoms or 64)
         if num_atoms is not None and num_atoms > self.max_atoms:
             raise ConfigError(f"NeuralAtoms: num_atoms={num_atoms} exceeds max_atoms={self.max_atoms}")
-        self.blocks = nn.ModuleList([NeuralAtomBlock(dim, self.max_atoms, heads)
+        self.blocks = nn.ModuleList([NeuralAtomBlock(dim, self.max_atoms, heads, head_reduce)
                                      for _ in range(1 if shared else num_layers)])
 
     def start(self, ctx: Context, state) -> None:
@@ -138,4 +159,4 @@ class NeuralAtoms(LongRange):
 
     def extra_repr(self) -> str:
         k = f"num_atoms={self.num_atoms}" if self.ratio is None else f"ratio={self.ratio:g}"
-        return super().extra_repr() + f", {k}, max_atoms={self.max_atoms}, heads={self.heads}, shared={self.shared}"
+        return super().extra_repr() + f", {k}, max_atoms={self.max_atoms}, heads={self.heads}, shared={self.shared}, head_reduce={self.head_reduce!r}"
