@@ -1,9 +1,9 @@
 """Symmetry: exact checks of a model's claimed group (:func:`check_symmetry`), the transformations they
 use, and frame averaging (:class:`FrameAveraging`)."""
-from farfield.symmetry.check import TESTS, TOLERANCES, SymmetryReport, SymmetryResult, check_symmetry
+from farfield.symmetry.check import TESTS, TOLERANCES, SymmetryReport, SymmetryResult, check_pipeline, check_symmetry
 from farfield.symmetry.frames import COORD_FIELDS, VECTOR_FIELDS, FrameAveraging, FrameDegeneracyWarning, pca_frames
 from farfield.symmetry.transforms import permute_batch, random_rotation, reflection, transform_batch
 
 __all__ = ["COORD_FIELDS", "FrameAveraging", "FrameDegeneracyWarning", "SymmetryReport", "SymmetryResult", "TESTS",
-           "TOLERANCES", "VECTOR_FIELDS", "check_symmetry", "pca_frames", "permute_batch", "random_rotation",
+           "TOLERANCES", "VECTOR_FIELDS", "check_pipeline", "check_symmetry", "pca_frames", "permute_batch", "random_rotation",
            "reflection", "transform_batch"]

@@ -13,6 +13,11 @@ error of every output under
 
 An output passes when ``max |error| <= tol * max(1, max |reference|)`` (tol 1e-9 in float64, 1e-4 in
 float32). Tests the model does not claim are reported but cannot fail (``claimed = False``).
+
+:func:`check_symmetry` transforms the featurised batch, so it checks the model alone.
+:func:`check_pipeline` transforms the raw inputs and featurises them again, so it checks what a user runs:
+a model claiming E(3) fed chiral features (sin of dihedrals, GVP-GNN's side-chain vector; see
+:mod:`farfield.features.residues`) is only SE(3)-invariant end to end, and the report says so.
 """
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ from farfield.models.base import GROUPS, BackboneOutput
 from farfield.symmetry.transforms import (cast_batch, permute_batch, random_rotation, reflection, transform_batch,
                                           within_graph_permutation)
 
-__all__ = ["TESTS", "TOLERANCES", "SymmetryResult", "SymmetryReport", "check_symmetry"]
+__all__ = ["TESTS", "TOLERANCES", "SymmetryResult", "SymmetryReport", "check_pipeline", "check_symmetry"]
 
 TESTS = ("rotation", "reflection", "translation", "permutation", "batching")
 TOLERANCES = {torch.float64: 1e-9, torch.float32: 1e-4}
@@ -44,6 +49,7 @@ class SymmetryResult:
     scale: float
     tolerance: float
     claimed: bool
+    where: str = ""     # the graph with the largest error, when known
 
     @property
     def passed(self) -> bool:
@@ -59,6 +65,8 @@ class SymmetryReport:
     group: str
     dtype: str
     results: list[SymmetryResult] = field(default_factory=list)
+    notes: dict[str, str] = field(default_factory=dict)   # test -> why it is not claimed (pipeline checks)
+    model_group: str = ""                                  # the model's own claim, when ``group`` is narrower
 
     @property
     def ok(self) -> bool:
@@ -68,7 +76,8 @@ class SymmetryReport:
         return [r for r in self.results if r.claimed and not r.passed]
 
     def to_dict(self) -> dict:
-        return {"model": self.model, "group": self.group, "dtype": self.dtype, "ok": self.ok,
+        return {"model": self.model, "group": self.group, "model_group": self.model_group or self.group,
+                "dtype": self.dtype, "ok": self.ok, "notes": dict(self.notes),
                 "results": [r.to_dict() for r in self.results]}
 
     def error(self, test: str, output: str = "s") -> float:
@@ -105,6 +114,10 @@ def check_symmetry(model, batch, dtype: torch.dtype = torch.float64, seed: int =
                    name: str | None = None) -> SymmetryReport:
     """Check ``model`` on ``batch`` (a PyG Batch or Data from the featuriser).
 
+    The geometric fields of the *featurised* batch are transformed (coordinates, vectors); this checks the
+    model, not the featurisation. To check what a user runs, structure -> features -> graph -> model, use
+    :func:`check_pipeline`.
+
     Args:
         model: a backbone (or any module ``model(batch)`` returning a tensor / BackboneOutput). It is
             copied, cast to ``dtype`` and put in eval mode; the original is untouched.
@@ -115,14 +128,58 @@ def check_symmetry(model, batch, dtype: torch.dtype = torch.float64, seed: int =
         tests: subset of :data:`TESTS`.
         tolerance: overrides :data:`TOLERANCES`.
     """
+    group = _validate(model, group, tests)
+    if not isinstance(batch, Batch):
+        batch = Batch.from_data_list([batch])
+    batch = cast_batch(batch, dtype)   # transform in the checked precision
+
+    def build(Q, t):
+        return batch if Q is None else transform_batch(batch, Q, t)
+
+    with _default_dtype(dtype):   # e3nn creates some constants at call time in the default dtype
+        return _check(model, build, dtype, seed, group, set(GROUPS[group]), {}, tests, tolerance, name)
+
+
+def check_pipeline(model, build, dtype: torch.dtype = torch.float64, seed: int = 0, group: str | None = None,
+                   pipeline_group: str = "E(3)", chiral_features: tuple[str, ...] = (),
+                   tests: tuple[str, ...] = TESTS, tolerance: float | None = None,
+                   name: str | None = None) -> SymmetryReport:
+    """Check the end-to-end pipeline: the *raw inputs* are transformed, then featurised and batched again.
+
+    Args:
+        model: as in :func:`check_symmetry`.
+        build: ``build(Q, t) -> Batch``: reads / featurises the inputs with every coordinate moved to
+            ``x Q^T + t`` (``Q`` [3, 3] float64, ``t`` [3] float64 or None; ``build(None, None)`` is the
+            untransformed batch). Features are recomputed, so chiral features show up as errors.
+        pipeline_group: the group the featurisation respects (``Featuriser.symmetry``); the claim checked
+            is the intersection of the model's group and this one. Tests outside it are reported (with
+            their error) but not claimed, with the reason in :attr:`SymmetryReport.notes`.
+        chiral_features: names of the features that break reflection symmetry (for the note).
+        group, dtype, seed, tests, tolerance, name: as in :func:`check_symmetry`.
+    """
+    group = _validate(model, group, tests)
+    if pipeline_group not in GROUPS:
+        raise ConfigError(f"unknown pipeline symmetry group {pipeline_group!r}; choose from {sorted(GROUPS)}")
+    claims = set(GROUPS[group]) & set(GROUPS[pipeline_group])
+    notes = {}
+    for test in set(GROUPS[group]) - claims:
+        why = f"chiral features {', '.join(chiral_features)}" if chiral_features else f"group {pipeline_group}"
+        notes[test] = f"not claimed by the pipeline: {why}"
+    effective = next(g for g, ts in GROUPS.items() if set(ts) == claims)
+    with _default_dtype(dtype):
+        report = _check(model, build, dtype, seed, effective, claims, notes, tests, tolerance, name)
+    report.model_group = group
+    return report
+
+
+def _validate(model, group, tests) -> str:
     group = group or getattr(model, "symmetry", "none")
     if group not in GROUPS:
         raise ConfigError(f"unknown symmetry group {group!r}; choose from {sorted(GROUPS)}")
     unknown = set(tests) - set(TESTS)
     if unknown:
         raise ConfigError(f"unknown symmetry tests {sorted(unknown)}; choose from {TESTS}")
-    with _default_dtype(dtype):   # e3nn creates some constants at call time in the default dtype
-        return _check(model, batch, dtype, seed, group, tests, tolerance, name)
+    return group
 
 
 @contextlib.contextmanager
@@ -135,41 +192,68 @@ def _default_dtype(dtype):
         torch.set_default_dtype(old)
 
 
-def _check(model, batch, dtype, seed, group, tests, tolerance, name) -> SymmetryReport:
-    claims = set(GROUPS[group]) | {"batching"}
+def _where(err: Tensor, batch) -> str:
+    """Name of the graph holding the largest error (per-node or per-graph outputs), else ''."""
+    if err.dim() == 0 or err.numel() == 0:
+        return ""
+    per_row = err.reshape(err.shape[0], -1).max(dim=1).values
+    names = getattr(batch, "name", None)
+    if per_row.shape[0] == batch.num_nodes:
+        g = int(batch.batch[int(per_row.argmax())])
+    elif per_row.shape[0] == batch.num_graphs:
+        g = int(per_row.argmax())
+    else:
+        return ""
+    if isinstance(names, (list, tuple)) and g < len(names):
+        return f"{names[g]} (graph {g})"
+    return f"graph {g}"
+
+
+def _check(model, build, dtype, seed, group, claims, notes, tests, tolerance, name) -> SymmetryReport:
+    claims = set(claims) | {"batching"}
     tol = tolerance if tolerance is not None else TOLERANCES.get(dtype, 1e-4)
     model = restore_wigner(copy.deepcopy(model).to(dtype)).eval()
-    if not isinstance(batch, Batch):
-        batch = Batch.from_data_list([batch])
-    batch = cast_batch(batch, dtype)
+
+    def make(Q=None, t=None):
+        b = build(Q, t)
+        if not isinstance(b, Batch):
+            b = Batch.from_data_list([b])
+        return cast_batch(b, dtype)
+
+    batch = make()
     irreps_t = getattr(model, "irreps_t", None)
     gen = torch.Generator().manual_seed(seed)
-    report = SymmetryReport(name or type(model).__name__, group, str(dtype).replace("torch.", ""))
+    report = SymmetryReport(name or type(model).__name__, group, str(dtype).replace("torch.", ""), notes=notes)
     with torch.no_grad():
         ref = _outputs(model(batch))
 
-        def add(test, got: dict[str, Tensor], expect: dict[str, Tensor]):
+        def add(test, got: dict[str, Tensor], expect: dict[str, Tensor], where_batch):
             for k, e in expect.items():
                 if k not in got:
                     raise ConfigError(f"check_symmetry: output {k!r} missing after {test}")
-                err = float((got[k] - e).abs().max()) if e.numel() else 0.0
+                if got[k].shape != e.shape:
+                    raise ConfigError(f"check_symmetry: output {k!r} has shape {tuple(got[k].shape)} after {test}, "
+                                      f"expected {tuple(e.shape)} (did the transformed input build another graph?)")
+                diff = (got[k] - e).abs()
+                err = float(diff.max()) if e.numel() else 0.0
                 report.results.append(SymmetryResult(test, k, err, float(e.abs().max()) if e.numel() else 0.0,
-                                                     tol, test in claims))
+                                                     tol, test in claims, _where(diff, where_batch)))
 
         for test in tests:
             if test in ("rotation", "reflection", "translation"):
-                Q = (random_rotation(gen, dtype) if test == "rotation" else reflection(gen, dtype)
-                     if test == "reflection" else torch.eye(3, dtype=dtype))
-                t = torch.randn(3, generator=gen, dtype=torch.float64).to(dtype) * 10 if test == "translation" else None
-                got = _outputs(model(transform_batch(batch, Q, t)))
-                add(test, got, {k: _expected(k, r, Q, t, irreps_t) for k, r in ref.items()})
+                Q = (random_rotation(gen, torch.float64) if test == "rotation" else reflection(gen, torch.float64)
+                     if test == "reflection" else torch.eye(3, dtype=torch.float64))
+                t = torch.randn(3, generator=gen, dtype=torch.float64) * 10 if test == "translation" else None
+                got = _outputs(model(make(Q, t)))
+                Qd, td = Q.to(dtype), None if t is None else t.to(dtype)
+                add(test, got, {k: _expected(k, r, Qd, td, irreps_t) for k, r in ref.items()}, batch)
             elif test == "permutation":
                 perm = within_graph_permutation(batch.batch, gen)
                 got = _outputs(model(permute_batch(batch, perm)))
-                add(test, got, {k: r[perm] for k, r in ref.items()})
+                add(test, got, {k: r[perm] for k, r in ref.items()}, batch)
             elif test == "batching":
                 if batch.num_graphs < 2:
                     continue
                 parts = [_outputs(model(Batch.from_data_list([d]))) for d in batch.to_data_list()]
-                add(test, {k: torch.cat([p[k] for p in parts]) for k in ref}, ref)
+                add(test, {k: torch.cat([p[k] for p in parts]) for k in ref}, ref, batch)
     return report
