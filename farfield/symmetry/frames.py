@@ -24,7 +24,7 @@ from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.models.base import Backbone, BackboneOutput
 
-__all__ = ["FrameAveraging", "FrameDegeneracyWarning", "pca_frames", "COORD_FIELDS", "VECTOR_FIELDS"]
+__all__ = ["FrameAveraging", "FrameDegeneracyWarning", "degenerate_frames", "pca_frames", "COORD_FIELDS", "VECTOR_FIELDS"]
 
 #: batch fields holding Cartesian coordinates (rotated and translated) and vectors (rotated only)
 COORD_FIELDS = (F.POS, F.BACKBONE)
@@ -36,6 +36,17 @@ _SIGNS_SO3 = _SIGNS[_SIGNS.prod(dim=1) > 0]                                     
 
 class FrameDegeneracyWarning(UserWarning):
     """Frames are ill-defined: two covariance eigenvalues are within the tolerance of each other."""
+
+
+def degenerate_frames(pos: Tensor, batch: Tensor, num_graphs: int, degeneracy_tol: float = 0.1) -> Tensor:
+    """[B] bool: graphs whose coordinate covariance has two eigenvalues within ``degeneracy_tol`` (relative to the
+    largest) of each other, where PCA frames - and so frame averaging - are not well defined."""
+    c = scatter(pos, batch, dim=0, dim_size=num_graphs, reduce="mean")
+    x = pos - c[batch]
+    cov = scatter(x.unsqueeze(-1) * x.unsqueeze(-2), batch, dim=0, dim_size=num_graphs, reduce="sum")
+    evals = torch.linalg.eigvalsh(cov).flip(-1)
+    gaps = (evals[:, :-1] - evals[:, 1:]) / evals[:, :1].clamp(min=1e-12)
+    return (gaps < degeneracy_tol).any(dim=1)
 
 
 def pca_frames(pos: Tensor, batch: Tensor, num_graphs: int, group: str = "O(3)", degeneracy_tol: float = 0.1):
