@@ -374,3 +374,27 @@ def test_ddp_metrics_equal_single_process_ones(tmp_path):
     single = evaluate(cfg, out / "checkpoints" / res["best_checkpoint"])
     assert single["test/mae"] == pytest.approx(res["test/mae"], rel=1e-5)
     assert single["test/rmse"] == pytest.approx(res["test/rmse"], rel=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["schnet", "painn", "gvp"])
+def test_random_strategy_leaves_local_edge_features_unchanged(backbone):
+    """Adding random long-range edges must not change the local model: local edges (edge_type 0) get exactly
+    the plain model's radial features and envelope weight; long edges get their own block and weight > 0."""
+    from farfield.graphs import parse_edge_spec
+    from farfield.models import InputSpec, edge_geometry
+    from farfield.models.config import ModelConfig
+    torch.manual_seed(0)
+    g = Data(pos=torch.randn(60, 3) * 8, x_s=torch.randn(60, 6), graph_key=torch.tensor([0]))
+    parse_edge_spec("radius:5.0+random:4").apply(g)
+    b = Batch.from_data_list([g])
+    local = b.edge_type == 0
+    opts = {"hidden": 8, "num_layers": 1, "cutoff": 5.0}
+    plain = ModelConfig(backbone, opts).build(InputSpec(6, node_v=0))
+    rnd = ModelConfig(backbone, opts, "random").build(InputSpec(6, node_v=0), max_edge_length=60.0)
+    bl = Batch.from_data_list([Data(pos=g.pos, x_s=g.x_s, edge_index=g.edge_index[:, g.edge_type == 0])])
+    gp = edge_geometry(bl.pos, bl, plain.radial)
+    gr = edge_geometry(b.pos, b, rnd.radial)
+    k = gp.rbf.shape[1]
+    assert torch.equal(gr.rbf[local, :k], gp.rbf) and torch.equal(gr.weight[local], gp.weight)
+    assert (gr.rbf[local, k:] == 0).all() and (gr.rbf[~local, :k] == 0).all()
+    assert (gr.weight[~local] > 0).all() and (~local).sum() > 0

@@ -49,7 +49,7 @@ class ModelConfig:
         """Build the model; graph strategies need ``max_edge_length`` (longest edge in the data, Angstrom) to
         size the radial basis so that long edges are not zeroed."""
         st = self.strategy()
-        opts = {**self.backbone_options, **st.backbone_options(max_edge_length)}
+        opts = st.backbone_options(max_edge_length, self.backbone, self.backbone_options)
         return st.wrap(build_backbone(self.backbone, spec, **opts))
 
     def to_dict(self) -> dict:

@@ -61,6 +61,19 @@ def spanning_cutoff(max_edge_length: float, margin: float = 1.0) -> float:
     return float(math.ceil(max_edge_length + margin))
 
 
+def _default_cutoff(backbone: str) -> float:
+    """The default radial cutoff of a registered backbone (5 A when it has none)."""
+    from farfield.models import BACKBONES, MPNN
+    ctor = BACKBONES.get(backbone)
+    while isinstance(ctor, partial):
+        if "cutoff" in ctor.keywords:
+            return float(ctor.keywords["cutoff"])
+        ctor = ctor.func
+    target = ctor if inspect.isclass(ctor) else MPNN      # frame-averaged models wrap MPNN
+    p = inspect.signature(target).parameters.get("cutoff")
+    return float(p.default) if p is not None and p.default is not inspect.Parameter.empty else 5.0
+
+
 def _ctor_options(ctor) -> tuple[set[str], dict]:
     fixed = dict(ctor.keywords) if isinstance(ctor, partial) else {}
     target = ctor.func if isinstance(ctor, partial) else ctor
@@ -99,13 +112,27 @@ class Strategy:
             return "full"
         return local
 
-    def backbone_options(self, max_edge_length: float | None = None) -> dict:
+    def backbone_options(self, max_edge_length: float | None = None, backbone: str | None = None,
+                         options: dict | None = None) -> dict:
+        """Backbone options this strategy needs, given the backbone's name and its own ``options``.
+
+        ``random``: the local edges (the first builder of the spec) keep exactly the plain model's radial basis
+        and envelope (cutoff = ``options['cutoff']`` or the backbone's default), and the long-range edges get a
+        basis of their own spanning ``max_edge_length``
+        (:func:`farfield.models.two_range_options`), so adding long edges changes nothing else. ``full``: one
+        kind of edge, so the basis spans the longest edge (:func:`spanning_cutoff`)."""
+        options = dict(options or {})
         if not self.is_graph:
-            return {}
+            return options
         if max_edge_length is None:
             raise ConfigError(f"strategy {self.name!r} needs the longest edge length of the data to size the radial "
                               "basis (max_edge_length)")
-        return {"cutoff": spanning_cutoff(max_edge_length)}
+        if self.name == "random" and backbone is not None:
+            from farfield.models import two_range_options
+            local = options.get("cutoff")
+            return two_range_options(backbone, float(local if local is not None else _default_cutoff(backbone)),
+                                     max_edge_length, **options)
+        return {**options, "cutoff": spanning_cutoff(max_edge_length)}
 
     def mechanism(self, dim: int, num_layers: int, uses_positions: bool = True) -> LongRange | None:
         """The mechanism for a backbone of width ``dim`` and ``num_layers`` layers; ``uses_positions`` False
