@@ -56,3 +56,8 @@ def peptide_coulomb(path: Path | str | None = None, hydrogens: bool = False, tar
 
 #: name -> loader ``f(path=None, **options) -> list[Data]``
 DATASETS = {"peptide_coulomb": peptide_coulomb, "peptide_electrostatics": peptide_electrostatics}
+
+# LRGB Peptides-func / Peptides-struct (Dwivedi et al. 2022), 2D graphs with their own bond edges
+from farfield.datasets.lrgb import peptides_func, peptides_struct  # noqa: E402
+
+DATASETS.update({"peptides_func": peptides_func, "peptides_struct": peptides_struct})

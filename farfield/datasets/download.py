@@ -26,7 +26,8 @@ from pathlib import Path
 
 from farfield.errors import InputError
 
-__all__ = ["RemoteFile", "md5sum", "verify", "find_local", "fetch", "fetch_all", "cache_root", "is_offline"]
+__all__ = ["RemoteFile", "md5sum", "verify", "find_local", "fetch", "fetch_all", "copy_verified", "cache_root",
+           "is_offline"]
 
 _CHUNK = 1 << 20
 
@@ -119,7 +120,8 @@ def _download(remote: RemoteFile, target: Path, timeout: float, progress: bool) 
             bar = None
             if progress:
                 from tqdm.auto import tqdm
-                bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, desc=f"download {Path(remote.name).name}")
+                bar = tqdm(total=total, initial=have, unit="B", unit_scale=True,
+                           desc=f"download {Path(remote.name).name}")
             try:
                 with open(part, mode) as f:
                     for chunk in iter(lambda: resp.read(_CHUNK), b""):
@@ -169,7 +171,9 @@ def fetch_all(files, dest: str | Path, search=(), offline: bool | None = None, t
                 raise
             except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError, ValueError) as e:
                 still.append(rf)
-                reasons.append(f"{rf.name}: {getattr(e, 'reason', None) or e}")
+                why = f"HTTP {e.code} {e.reason}" if isinstance(e, urllib.error.HTTPError) else \
+                    (getattr(e, "reason", None) or e)
+                reasons.append(f"{rf.name}: {why}")
         missing = still
     if missing:
         why = "offline (FARFIELD_OFFLINE=1 or offline=True)" if is_offline(offline) else \

@@ -77,7 +77,7 @@ __all__ = ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "ATOM_WIDTH", "BOND_WIDTH",
            "load_peptides", "peptides_func", "peptides_struct", "lrgb_average_precision", "lrgb_mae"]
 
 #: bumped whenever the featurisation changes (part of the cache key)
-FEATURISER_VERSION = 1
+FEATURISER_VERSION = 2
 
 # ---------------------------------------------------------------------------------------------------------
 # OGB vocabularies (Hu et al. 2020, ogb.utils.features)
@@ -180,8 +180,9 @@ def laplacian_pe(edge_index, num_nodes: int, k: int, normalization: str = "none"
     (L = I - D^-1/2 A D^-1/2). The eigenvector of the smallest eigenvalue (constant on a connected graph) is
     dropped; graphs with fewer than k + 1 nodes are padded with zero columns. Eigenvectors are unit-norm and
     their sign is arbitrary: here each is fixed (deterministically) so that its largest-magnitude entry is
-    positive, but models should be trained with random sign flips (:func:`random_sign_flip`), as the
-    published baselines are; within a degenerate eigenspace the basis itself is arbitrary."""
+    positive (the first such entry when several tie within 1e-6), but models should be trained with random
+    sign flips (:func:`random_sign_flip`), as the published baselines are; within a degenerate eigenspace the
+    basis itself is arbitrary."""
     n = int(num_nodes)
     out = np.zeros((n, k), dtype=np.float32)
     if n < 2 or k <= 0:
@@ -197,7 +198,8 @@ def laplacian_pe(edge_index, num_nodes: int, k: int, normalization: str = "none"
         raise ConfigError(f"laplacian_pe: normalization must be 'none' or 'sym', got {normalization!r}")
     vals, vecs = np.linalg.eigh(lap)
     vecs = vecs[:, 1: k + 1]
-    idx = np.abs(vecs).argmax(0)
+    mag = np.abs(vecs)
+    idx = (mag >= mag.max(0, keepdims=True) - 1e-6).argmax(0)      # first entry of (near-)largest magnitude
     vecs = vecs * np.where(vecs[idx, np.arange(vecs.shape[1])] < 0, -1.0, 1.0)[None, :]
     out[:, : vecs.shape[1]] = vecs
     return out
@@ -240,13 +242,19 @@ def random_sign_flip(x: torch.Tensor, batch: torch.Tensor | None, cols: slice, g
 def embed_conformer(smiles: str, seed: int = 0, cache_dir: str | Path | None = None) -> np.ndarray:
     """Heavy-atom coordinates [N, 3] (float32, Angstrom, in the atom order of :func:`smiles_to_graph`) of one
     RDKit ETKDGv3 conformer (Wang et al., J. Chem. Inf. Model. 2020) embedded with explicit hydrogens,
-    ``randomSeed=seed``, one thread (random starting coordinates are tried when the default embedding
-    fails). Cached as ``<cache_dir>/<hh>/<sha256>.npy`` keyed by the SMILES, seed and RDKit version."""
+    ``randomSeed=seed``, one thread, random starting coordinates (the default eigenvector start fails on
+    most LRGB peptides and wastes up to ~15 s before failing). Cached as ``<cache_dir>/<hh>/<sha256>.npy``
+    keyed by the SMILES, seed and RDKit version.
+
+    Cost grows steeply with size: measured on one core, 3 s for a 119-heavy-atom peptide and 77 s for a
+    338-atom one, so all 15,535 Peptides conformers take on the order of days of CPU time; embed a subset
+    or precompute them in parallel (each call is independent and cached)."""
     from rdkit import Chem, rdBase
     from rdkit.Chem import AllChem
     path = None
     if cache_dir is not None:
-        h = hashlib.sha256(f"{smiles}|seed={seed}|ETKDGv3|rdkit={rdBase.rdkitVersion}".encode()).hexdigest()
+        tag = f"{smiles}|seed={seed}|ETKDGv3-random-coords|rdkit={rdBase.rdkitVersion}"
+        h = hashlib.sha256(tag.encode()).hexdigest()
         path = Path(cache_dir) / h[:2] / f"{h}.npy"
         if path.is_file():
             try:
@@ -261,10 +269,8 @@ def embed_conformer(smiles: str, seed: int = 0, cache_dir: str | Path | None = N
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     params.numThreads = 1
+    params.useRandomCoords = True       # the default (eigenvector) start fails on most of these peptides
     cid = AllChem.EmbedMolecule(molh, params)
-    if cid < 0:
-        params.useRandomCoords = True
-        cid = AllChem.EmbedMolecule(molh, params)
     if cid < 0:
         raise InputError("SMILES", f"ETKDG could not embed {smiles[:60]!r} (seed {seed})")
     pos = molh.GetConformer(cid).GetPositions()[:n].astype(np.float32)
@@ -294,7 +300,8 @@ SOURCES = {
                                    "https://www.dropbox.com/s/464u3303eu2u4zp/peptide_structure_dataset.csv.gz?dl=1",
                                    "9786061a34298a0684150f2e4ff13f47"),
                         RemoteFile("splits_random_stratified_peptide_structure.pickle",
-                                   "https://www.dropbox.com/s/9dfifzft1hqgow6/splits_random_stratified_peptide_structure.pickle?dl=1",
+                                   "https://www.dropbox.com/s/9dfifzft1hqgow6/"
+                                   "splits_random_stratified_peptide_structure.pickle?dl=1",
                                    "5a0114bdadc80b94fc7ae974f13ef061")),
 }
 
@@ -425,6 +432,8 @@ def _featurise(opts: _Options, csv: Path, split: Path, progress: bool) -> dict:
     seqs = [str(s) for s in df["peptide_seq"][:n]] if "peptide_seq" in df.columns else [""] * n
     atoms, bonds, edges, n_nodes, n_edges, pe, pos = [], [], [], [], [], [], []
     conf_dir = cache_root() / "conformers"
+    from rdkit import rdBase
+    quiet = rdBase.BlockLogs()          # RDKit's per-molecule warnings would drown the progress bar
     t0 = time.perf_counter()
     for i, smi in enumerate(_bar(df["smiles"][:n], n, f"{opts.name}: featurising", progress)):
         g = smiles_to_graph(smi, where=f"{csv} row {i}")
@@ -447,6 +456,7 @@ def _featurise(opts: _Options, csv: Path, split: Path, progress: bool) -> dict:
                 raise InputError(f"{csv} row {i}", f"conformer has shape {p.shape}, expected ({m}, 3)")
             pos.append(p)
     seconds = time.perf_counter() - t0
+    del quiet
     out = {
         "atom": torch.from_numpy(np.concatenate(atoms)), "bond": torch.from_numpy(np.concatenate(bonds)),
         "edge_index": torch.from_numpy(np.concatenate(edges, 1)),
@@ -534,8 +544,9 @@ def load_peptides(name: str, path: str | Path | None = None, *, hydrogens: bool 
     or for Peptides-struct one target name of :data:`STRUCT_TARGETS` (``y`` [1, 1]). ``hydrogens`` must be
     False (OGB graphs have implicit hydrogens). ``lap_pe`` / ``rwse``: number of LapPE eigenvectors /
     RWSE steps appended to ``x_s`` (published baselines: LapPE 10 with ``lap_norm='none'``, RWSE 16).
-    ``conformers``: add ``pos`` from one seeded ETKDGv3 conformer per peptide (slow: about a second or more
-    per peptide the first time; cached per SMILES). ``limit``: featurise only the first N rows.
+    ``conformers``: add ``pos`` from one seeded ETKDGv3 conformer per peptide (:func:`embed_conformer`;
+    slow: seconds to minutes per peptide the first time, days for the whole set on one core; cached per
+    SMILES, so an interrupted run resumes). ``limit``: featurise only the first N rows.
     ``cache``: read / write the featurised arrays under ``<cache>/lrgb/processed``."""
     _check_name(name)
     if hydrogens:
