@@ -15,12 +15,11 @@ import torch
 from torch_geometric.data import Batch, Data
 
 from farfield.cli.main import main
-from farfield.datasets.peptide_coulomb import DEFAULT_PATH, card, generate, load
 from farfield.errors import ConfigError, InputError
 from farfield.train.config import TrainConfig, apply_overrides, load_config
 from farfield.train.data import AtomBudgetBatchSampler, split_indices
 
-SMALL = ["data.limit=16", "data.batch_size=8", "model.backbone_options={hidden: 8, num_layers: 1}",
+SMALL = ["data.limit=40", "data.batch_size=8", "model.backbone_options={hidden: 8, num_layers: 1}",
          "optim.epochs=1", "run.progress=false"]
 
 
@@ -93,43 +92,22 @@ def test_split_is_fixed_and_disjoint():
     assert len(set(np.concatenate(a))) == 100 and [len(x) for x in a] == [80, 10, 10]
 
 
-def test_shipped_benchmark_card_and_determinism():
-    data = load()
-    c = card(data)
-    assert c["peptides"] >= 500 and c["far_variance_share"] >= 0.30
-    assert DEFAULT_PATH.stat().st_size < 10 * 2 ** 20
-    # regenerating a slice reproduces the shipped values
-    meta = data["meta"]
-    for i in (0, 7):
-        p = generate(1, seed=meta["seed"], start=i, cutoff=meta["cutoff"])[0]
-        a, b = data["offsets"][i], data["offsets"][i + 1]
-        assert p.sequence == str(data["sequence"][i])
-        np.testing.assert_array_equal(p.numbers, data["numbers"][a:b])
-        np.testing.assert_allclose(p.pos, data["pos"][a:b], atol=1e-4)
-        np.testing.assert_allclose(p.charge, data["charge"][a:b], atol=1e-6)
-        assert abs(p.energy - data["energy"][i]) < 1e-3 and abs(p.energy_far - data["energy_far"][i]) < 1e-3
-
-
-def test_bad_dataset_files(tmp_path):
-    with pytest.raises(InputError, match="not found"):
-        load(tmp_path / "missing.npz")
-    (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="not a readable farfield dataset"):
-        load(tmp_path / "junk.npz")
-    np.savez(tmp_path / "partial.npz", offsets=np.array([0, 1]))
-    with pytest.raises(InputError, match="missing arrays"):
-        load(tmp_path / "partial.npz")
-
-
 def test_nan_in_data_is_named(tmp_path, monkeypatch):
-    from farfield.datasets import peptide_coulomb
+    from farfield.datasets import peptide_electrostatics
     from farfield.train.data import GraphDataModule
-    graphs = peptide_coulomb()[:6]
+    graphs = peptide_electrostatics()[:12]
     graphs[2].pos[0, 0] = float("nan")
-    monkeypatch.setitem(__import__("farfield.datasets", fromlist=["DATASETS"]).DATASETS, "peptide_coulomb",
+    monkeypatch.setitem(__import__("farfield.datasets", fromlist=["DATASETS"]).DATASETS, "peptide_electrostatics",
                         lambda path=None, **kw: graphs)
-    with pytest.raises(InputError, match="peptide_2.*NaN"):
+    with pytest.raises(InputError, match=f"{graphs[2].name}.*NaN"):
         GraphDataModule(TrainConfig().data, "radius:5.0").setup()
+
+
+def test_empty_validation_split_is_refused():
+    from farfield.train.data import GraphDataModule
+    cfg = apply_overrides(TrainConfig(), ["data.limit=16"]).data       # 4 sequences: 3 / 0 / 1
+    with pytest.raises(InputError, match="validation split is empty"):
+        GraphDataModule(cfg, "radius:5.0").setup()
 
 
 # -- module ----------------------------------------------------------------------------------------------

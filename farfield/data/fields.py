@@ -29,7 +29,8 @@ Edge fields (E edges, row 0 = source j, row 1 = target i):
 
 Graph fields: ``y`` [1, T] float (graph labels), ``name`` (str), ``edge_types`` (str: the edge spec,
 '+'-separated builder specs in ``edge_type`` order), ``graph_key`` [1] long (key for random edge builders),
-``group`` [1] long (items of one group, e.g. conformers of one sequence, are kept in one split).
+``group`` [1] long (items of one group, e.g. conformers of one sequence, are kept in one split), ``split`` [1]
+long (0 train, 1 val, 2 test: a dataset's official split, used instead of a random one).
 """
 POS = "pos"
 ATOM_TYPE = "atom_type"
@@ -49,7 +50,8 @@ NAME = "name"
 EDGE_TYPES = "edge_types"
 GRAPH_KEY = "graph_key"
 GROUP = "group"
+SPLIT = "split"
 
 NODE_FIELDS = (POS, ATOM_TYPE, RES_TYPE, X_S, X_V, CHAIN_INDEX, RESIDUE_INDEX, SEQ_INDEX, BACKBONE, BACKBONE_MASK)
 EDGE_FIELDS = (EDGE_INDEX, EDGE_TYPE, EDGE_S)
-GRAPH_FIELDS = (Y, NAME, EDGE_TYPES, GRAPH_KEY, GROUP)
+GRAPH_FIELDS = (Y, NAME, EDGE_TYPES, GRAPH_KEY, GROUP, SPLIT)

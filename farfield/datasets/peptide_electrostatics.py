@@ -46,16 +46,17 @@ from pathlib import Path
 
 import numpy as np
 
-from farfield.datasets.peptide_coulomb import AMINO_ACIDS, COULOMB_K, charged_peptide
 
-__all__ = ["NEUTRAL", "BASIC", "ACIDIC", "TARGETS", "ELEMENTS", "DEFAULT_PATH", "SequenceRecord", "sequence",
+__all__ = ["AMINO_ACIDS", "COULOMB_K", "charged_peptide", "NEUTRAL", "BASIC", "ACIDIC", "TARGETS", "ELEMENTS", "DEFAULT_PATH", "SequenceRecord", "sequence",
            "make_sequence", "generate", "electrostatics", "beyond_three_bonds", "save", "load", "checksum",
            "reference_features", "ridge_r2", "card", "write_card", "peptide_electrostatics"]
 
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+COULOMB_K = 332.0637     # kcal A / (mol e^2)
 NEUTRAL = "ACFGHILMNPQSTVWY"
 BASIC = "KR"
 ACIDIC = "DE"
-ELEMENTS = (1, 6, 7, 8, 16)   # one-hot layout of x_s (H, C, N, O, S), as in peptide_coulomb
+ELEMENTS = (1, 6, 7, 8, 16)   # one-hot layout of x_s (H, C, N, O, S)
 #: target name -> "graph" or "node"
 TARGETS = {"energy": "graph", "energy_near": "graph", "energy_far": "graph", "potential": "node",
            "potential_far": "node"}
@@ -81,6 +82,34 @@ class SequenceRecord:
     potential: np.ndarray      # [K, n] kcal/(mol e) (float64)
     potential_far: np.ndarray  # [K, n]
 
+
+
+def charged_peptide(sequence: str):
+    """RDKit molecule of ``sequence`` in its neutral-pH protonation state (no hydrogens added yet)."""
+    from rdkit import Chem
+
+    mol = Chem.MolFromSequence(sequence)
+    if mol is None:
+        raise ValueError(f"RDKit cannot build a peptide from sequence {sequence!r}")
+    rw = Chem.RWMol(mol)
+    for a in rw.GetAtoms():
+        info = a.GetPDBResidueInfo()
+        name, res, num = info.GetName().strip(), info.GetResidueName(), info.GetResidueNumber()
+        if name == "N" and num == 1:
+            a.SetFormalCharge(1)
+            a.SetNumExplicitHs(2 if res == "PRO" else 3)
+        elif name == "OXT" or (res == "ASP" and name == "OD2") or (res == "GLU" and name == "OE2"):
+            a.SetFormalCharge(-1)
+            a.SetNumExplicitHs(0)
+        elif res == "LYS" and name == "NZ":
+            a.SetFormalCharge(1)
+            a.SetNumExplicitHs(3)
+        elif res == "ARG" and name == "NH2":
+            a.SetFormalCharge(1)
+            a.SetNumExplicitHs(2)
+    m = rw.GetMol()
+    Chem.SanitizeMol(m)
+    return m
 
 def sequence(seed: int, index: int, min_len: int = 8, max_len: int = 12) -> str:
     """Sequence ``index`` of the dataset with ``seed``: length uniform in [min_len, max_len], two residues from

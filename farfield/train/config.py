@@ -49,13 +49,16 @@ def _positive(what, value, allow_zero=False):
 @dataclass(frozen=True)
 class DataConfig:
     """``dataset``: a name in :data:`farfield.datasets.DATASETS`; ``path`` its file (default: the shipped one);
+    ``target``: which target of the dataset (None: the dataset's default, e.g. ``energy`` for
+    ``peptide_electrostatics``, every label for the LRGB sets); ``options``: further loader options (e.g.
+    ``{lap_pe: 10, rwse: 16}`` for LRGB);
     ``edges``: the local edge spec (long-range strategies extend it); ``split``: train / val / test fractions,
     drawn with ``split_seed`` (fixed across run seeds so that runs are paired); ``batch_size`` graphs and at most
     ``max_atoms`` atoms per batch; ``limit``: use only the first N samples (0 = all)."""
 
-    dataset: str = "peptide_coulomb"
+    dataset: str = "peptide_electrostatics"
     path: str | None = None
-    target: str = "energy"
+    target: str | None = None
     hydrogens: bool = False
     edges: str = "radius:5.0"
     split: tuple = (0.8, 0.1, 0.1)
@@ -64,13 +67,14 @@ class DataConfig:
     max_atoms: int = 4000
     limit: int = 0
     num_workers: int = 0
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         from farfield.datasets import DATASETS
         from farfield.graphs import parse_edge_spec
         _choice("data.dataset", self.dataset, DATASETS)
         _string("data.path", self.path, optional=True)
-        _string("data.target", self.target)
+        _string("data.target", self.target, optional=True)
         _string("data.edges", self.edges)
         _boolean("data.hydrogens", self.hydrogens)
         parse_edge_spec(self.edges)
@@ -83,6 +87,8 @@ class DataConfig:
         _integer("data.max_atoms", self.max_atoms, 1)
         _integer("data.limit", self.limit)
         _integer("data.num_workers", self.num_workers)
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"data.options must be a mapping of loader options, got {self.options!r}")
 
 
 @dataclass(frozen=True)

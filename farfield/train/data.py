@@ -148,20 +148,32 @@ class GraphDataModule(L.LightningDataModule):
         from farfield.datasets import DATASETS
         from farfield.models import InputSpec
 
-        kw = {"hydrogens": self.cfg.hydrogens, "target": self.cfg.target}
-        graphs = DATASETS[self.cfg.dataset](self.cfg.path, **kw)
+        kw = {"hydrogens": self.cfg.hydrogens, **dict(self.cfg.options)}
+        if self.cfg.target is not None:
+            kw["target"] = self.cfg.target
+        loader = DATASETS[self.cfg.dataset]
+        graphs = loader(self.cfg.path, **kw)
+        #: 2D datasets come with their own edges (bonds): no edge spec is applied to them
+        self.provides_edges = bool(getattr(loader, "info", {}).get("provides_edges", False))
         if self.cfg.limit:
             graphs = graphs[: self.cfg.limit]
         if len(graphs) < 3:
             raise InputError(self.cfg.path or self.cfg.dataset, f"has {len(graphs)} samples; need at least 3 to split")
         self.builder = parse_edge_spec(self.edge_spec)
-        self.random = _has_random(self.builder)
+        self.random = _has_random(self.builder) and not self.provides_edges
+        if self.provides_edges and self.edge_spec != self.cfg.edges:
+            from farfield.errors import ConfigError
+            raise ConfigError(f"dataset {self.cfg.dataset!r} provides its own edges (bonds); graph strategies that "
+                              f"change the edge spec ({self.edge_spec!r}) do not apply to it")
         fixed = GraphBuilder([b for b in self.builder.builders if b.kind != "random"], self_loops=self.builder.self_loops) \
             if self.random else self.builder
         longest = 0.0
         for g in graphs:
-            if not torch.isfinite(g.pos).all() or not torch.isfinite(g.x_s).all() or not torch.isfinite(g.y).all():
+            if (g.pos is not None and not torch.isfinite(g.pos).all()) or not torch.isfinite(g.x_s).all() \
+                    or not torch.isfinite(g.y).all():
                 raise InputError(str(g.name), "contains NaN or infinite values")
+            if self.provides_edges:
+                continue
             if self.random:
                 longest = max(longest, float(torch.pdist(g.pos.double()).max()) if g.num_nodes > 1 else 0.0)
                 EpochEdges([g], self.builder, self.seed, lambda: None)[0]      # validates; fixed draw below
@@ -174,8 +186,20 @@ class GraphDataModule(L.LightningDataModule):
         self.max_edge_length = longest
         groups = [getattr(g, F.GROUP, None) for g in graphs]
         groups = None if any(x is None for x in groups) else np.array([int(x.reshape(-1)[0]) for x in groups])
-        tr, va, te = split_indices(len(graphs), self.cfg.split, self.cfg.split_seed, groups)
+        official = [getattr(g, F.SPLIT, None) for g in graphs]
+        if all(x is not None for x in official):       # the dataset's official split
+            official = np.array([int(x.reshape(-1)[0]) for x in official])
+            tr, va, te = (np.flatnonzero(official == k) for k in range(3))
+        else:
+            tr, va, te = split_indices(len(graphs), self.cfg.split, self.cfg.split_seed, groups)
         self.train, self.val, self.test = ([graphs[i] for i in idx] for idx in (tr, va, te))
+        unit = "groups" if groups is not None else "items"
+        n_units = len(np.unique(groups)) if groups is not None else len(graphs)
+        for name, part in (("training", self.train), ("validation", self.val)):
+            if not part:
+                raise InputError(self.cfg.path or self.cfg.dataset,
+                                 f"the {name} split is empty ({n_units} {unit} split {list(self.cfg.split)}); use "
+                                 "more data (data.limit) or larger fractions (data.split)")
         y = torch.cat([g.y for g in self.train])
         self.target_mean = y.mean(0) if self.standardize else torch.zeros(y.shape[1])
         self.target_std = y.std(0).clamp(min=1e-8) if self.standardize else torch.ones(y.shape[1])

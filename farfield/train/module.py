@@ -10,7 +10,7 @@ from farfield.errors import FarfieldError
 from farfield.models.readout import pool
 from farfield.nn.mlp import MLP
 
-__all__ = ["TaskModule", "NonFiniteLossError"]
+__all__ = ["TaskModule", "NonFiniteLossError", "LabelAveragePrecision"]
 
 
 class NonFiniteLossError(FarfieldError):
@@ -26,8 +26,36 @@ def _metrics(kind: str, n: int) -> torchmetrics.MetricCollection:
                                               "acc": torchmetrics.Accuracy(task="binary")})
     if kind == "multiclass":
         return torchmetrics.MetricCollection({"acc": torchmetrics.Accuracy(task="multiclass", num_classes=n)})
-    return torchmetrics.MetricCollection({"ap": torchmetrics.AveragePrecision(task="multilabel", num_labels=n),
+    return torchmetrics.MetricCollection({"ap": LabelAveragePrecision(),
                                           "f1": torchmetrics.F1Score(task="multilabel", num_labels=n)})
+
+
+class LabelAveragePrecision(torchmetrics.Metric):
+    """Multilabel average precision as LRGB computes it (Dwivedi et al. 2022): the AP of every label column over
+    its non-NaN rows, averaged over the columns with at least one positive and one negative (the others are
+    skipped, not counted as 0). States are concatenated across processes, so distributed evaluation is exact."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("scores", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+
+    def update(self, scores, labels):
+        self.scores.append(scores.detach().float())
+        self.labels.append(labels.detach().float())
+
+    def compute(self):
+        from torchmetrics.utilities import dim_zero_cat
+
+        from farfield.datasets.lrgb import lrgb_average_precision
+        s, y = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
+        try:
+            return torch.tensor(lrgb_average_precision(y, s))
+        except ValueError:
+            return torch.tensor(float("nan"))
 
 
 #: the metric that selects the best checkpoint, and its direction
