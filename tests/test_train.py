@@ -376,3 +376,14 @@ def test_random_strategy_leaves_local_edge_features_unchanged(backbone):
     assert torch.equal(gr.rbf[local, :k], gp.rbf) and torch.equal(gr.weight[local], gp.weight)
     assert (gr.rbf[local, k:] == 0).all() and (gr.rbf[~local, :k] == 0).all()
     assert (gr.weight[~local] > 0).all() and (~local).sum() > 0
+
+
+def test_study_over_several_splits_separates_seed_and_split_variance(tmp_path, capsys):
+    assert main(["study", *SMALL, "--strategies", "none", "virtual_node", "--seeds", "2", "--split-seeds", "0", "1",
+                 "--no-param-matched", "--workers", "0", "--out", str(tmp_path / "s"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    g = summary["groups"][1]
+    assert g["n"] == 4 and g["vs_none"]["n"] == 4                    # paired by (split, seed)
+    assert g["variance"]["splits"] == 2 and g["variance"]["seed_sd"] >= 0 and g["variance"]["split_sd"] >= 0
+    assert set(summary["baselines"]) == {"0", "1"}
+    assert "seed sd" in (tmp_path / "s" / "report.md").read_text()

@@ -315,15 +315,22 @@ def _cmd_expressivity(args: argparse.Namespace) -> int:
         return 0
     unit = "accuracy (%)" if args.mode == "train" else "relative readout distance"
     lines = [f"geometric WL expressivity ({args.mode} mode, {args.seeds} seeds{', %d epochs' % args.epochs if args.mode == 'train' else ''}): {unit}",
-             f"  {'model':<12} {'test':<9} {'layers':>6} {'mean':>10} {'std':>9}  theory         agrees"]
+             f"  {'model':<12} {'test':<9} {'layers':>6} {'mean':>10} {'std':>9}  {'verdict':<17} {'margin':>8}  "
+             "theory         agrees"]
     for r in results:
         mean, std = (100 * r.mean, 100 * r.std) if args.mode == "train" else (r.mean, r.std)
         fmt = "{:>10.1f} {:>9.1f}" if args.mode == "train" else "{:>10.1e} {:>9.1e}"
         th = {True: "distinguish", False: "cannot", None: "-"}[r.theory]
         ag = {True: "yes", False: "NO", None: "-"}[r.agrees]
-        lines.append(f"  {r.model:<12} {r.test:<9} {r.layers:>6} " + fmt.format(mean, std) + f"  {th:<14} {ag}")
+        verdict = getattr(r, "verdict", "") if args.mode != "train" else "-"
+        margin = getattr(r, "margin", None) if args.mode != "train" else None
+        mg = f"{margin:8.1e}" if isinstance(margin, float) else f"{'-':>8}"
+        lines.append(f"  {r.model:<12} {r.test:<9} {r.layers:>6} " + fmt.format(mean, std)
+                     + f"  {verdict:<17} {mg}  {th:<14} {ag}")
     bad = [r for r in results if r.agrees is False]
-    lines += ["", f"{len(bad)} of {sum(r.theory is not None for r in results)} predictions contradicted"]
+    lines += ["", f"{len(bad)} of {sum(r.theory is not None for r in results)} predictions contradicted"
+                  + ("; 'near floor' = separated by less than 10x the round-off floor (agreement left open)"
+                     if args.mode != "train" else "")]
     print("\n".join(lines))
     return 0
 

@@ -1,6 +1,7 @@
 """Radial bases with an explicit cutoff envelope and an explicit policy for edges beyond the cutoff.
 
-Two defects of the field's reference code motivate this module (methods.md s.2; anchors.md): an
+Two defects common in the field's reference code motivate this module (the Behler / SchNet cosine cutoff
+written without its clamp; the DimeNet Bessel basis of Gasteiger et al. 2020 masked by ``d < c``): an
 unclamped cosine envelope gives far edges weight 1 (``0.5 (cos(pi d / c) + 1)`` is periodic), and a
 Bessel basis multiplied by ``(d < c)`` silently zeroes them. Random long-range edges and kNN edges
 routinely exceed a short cutoff, so here the behaviour for ``d > cutoff`` is never implicit:
