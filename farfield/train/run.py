@@ -221,8 +221,12 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
     monitor = f"val/{module.monitor}"
     ckpt_dir = out / "checkpoints"
     best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=module.mode, save_top_k=1,
-                           save_last=True, enable_version_counter=False)
-    callbacks = [best]
+                           save_last=False, enable_version_counter=False)
+    # Lightning's save_last only refreshes last.ckpt when a new best is saved: a separate, unmonitored
+    # checkpoint is overwritten at the end of every epoch, so a resumed run loses at most the epoch in flight
+    every = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                            enable_version_counter=False)
+    callbacks = [best, every]
     if cfg.optim.patience:
         callbacks.append(EarlyStopping(monitor=monitor, mode=module.mode, patience=cfg.optim.patience))
     timer = _EpochTimer()
