@@ -385,7 +385,7 @@ def test_neural_atoms_ratio_uses_per_graph_counts():
     from farfield.models.base import NodeState
     ctx = Context(torch.tensor([0, 0, 0, 1] + [2] * 20), 3, torch.tensor([3, 1, 20]))
     m.start(ctx, NodeState(torch.zeros(24, 8), None, torch.zeros(24, 3)))
-    assert ctx.memory["atoms"].tolist() == [2, 1, 4]
+    assert [k.tolist() for k in ctx.memory["atoms"]] == [[2, 1, 4]] * 2
 
 
 def test_virtual_node_follows_the_ogb_schedule():
@@ -455,3 +455,27 @@ def test_model_config_builds_and_counts_parameters():
     rnd = ModelConfig("schnet", {"hidden": 8, "num_layers": 1}, "random", {"n": 4})
     assert rnd.edge_spec("radius:4.5").endswith("random:4,law=inverse_cubic")
     assert rnd.build(InputSpec(8), max_edge_length=30.2).cutoff == 32.0
+
+
+def test_neural_atoms_desc_schedule_matches_the_reference_peptides_config():
+    """Li et al. 2024, Peptides-func: avg_nodes 150, ratio 0.9, 'desc' -> K_l = ceil(0.9 K_{l-1}), K_1 = 135."""
+    from farfield.models.long_range import NeuralAtoms
+    m = NeuralAtoms(16, 5, ratio=0.9, avg_nodes=150, schedule="desc")
+    counts = torch.tensor([7, 300])
+    ks = [k.tolist() for k in m.atoms_per_layer(counts)]
+    assert ks == [[135, 135], [122, 122], [110, 110], [99, 99], [90, 90]]
+    assert m.max_atoms == 135
+    fixed = NeuralAtoms(16, 3, ratio=0.9, avg_nodes=150)
+    assert [k.tolist() for k in fixed.atoms_per_layer(counts)] == [[135, 135]] * 3
+    per_graph = NeuralAtoms(16, 2, ratio=0.5, max_atoms=200, schedule="desc")
+    assert [k.tolist() for k in per_graph.atoms_per_layer(counts)] == [[4, 150], [2, 75]]
+    for bad in ({"schedule": "asc", "ratio": 0.9}, {"schedule": "desc"}, {"avg_nodes": 150}):
+        with pytest.raises(ConfigError):
+            NeuralAtoms(16, 2, **bad)
+    # the layer's block really uses its own K: the output changes when only a later layer's K changes
+    torch.manual_seed(0)
+    h, batch = torch.randn(12, 16, dtype=torch.float64), torch.zeros(12, dtype=torch.long)
+    blk = m.blocks[4].double()
+    a = blk(h, batch, 1, torch.tensor([90]))
+    b = blk(h, batch, 1, torch.tensor([135]))
+    assert not torch.allclose(a, b)

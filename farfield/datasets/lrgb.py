@@ -74,7 +74,8 @@ from farfield.errors import ConfigError, InputError
 __all__ = ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "ATOM_WIDTH", "BOND_WIDTH", "DATASET_INFO", "SOURCES",
            "STRUCT_TARGETS", "SPLIT_NAMES", "smiles_to_graph", "onehot", "feature_layout", "laplacian_pe",
            "random_walk_se", "random_sign_flip", "embed_conformer", "source_files", "official_split",
-           "load_peptides", "peptides_func", "peptides_struct", "lrgb_average_precision", "lrgb_mae"]
+           "load_peptides", "peptides_func", "peptides_struct", "lrgb_average_precision", "lrgb_mae",
+           "sign_flip_columns"]
 
 #: bumped whenever the featurisation changes (part of the cache key)
 FEATURISER_VERSION = 2
@@ -312,10 +313,12 @@ SPLIT_NAMES = ("train", "val", "test")
 
 #: what a training pipeline needs to know about each dataset
 DATASET_INFO = {
-    "peptides_func": {"task": "multilabel", "num_outputs": 10, "metric": "ap", "loss": "bce_with_logits",
+    "peptides_func": {"task": {"kind": "multilabel", "num_outputs": 10, "monitor": "ap"},
+                      "num_outputs": 10, "metric": "ap", "loss": "bce_with_logits",
                       "provides_edges": True, "has_official_split": True, "uses_positions": False,
                       "sizes": (10873, 2331, 2331)},
-    "peptides_struct": {"task": "regression", "num_outputs": 11, "metric": "mae", "loss": "l1",
+    "peptides_struct": {"task": {"kind": "graph_regression", "num_outputs": 11, "monitor": "mae"},
+                        "num_outputs": 11, "metric": "mae", "loss": "l1",
                         "provides_edges": True, "has_official_split": True, "uses_positions": False,
                         "sizes": (10873, 2331, 2331)},
 }
@@ -526,6 +529,8 @@ def _graphs(d: dict, opts: _Options, dtype: torch.dtype) -> list[Data]:
         g.split = split[i: i + 1].clone()
         g[F.GRAPH_KEY] = torch.tensor([i])
         g[F.NAME] = f"{i}:{d['seq'][i]}"
+        # reference baseline for study reports: the bag of OGB atom features (no bonds, no order, no geometry)
+        g["baseline_composition"] = x[:, :ATOM_WIDTH].sum(0, keepdim=True)
         if pos is not None:
             g[F.POS] = pos[a:b].to(dtype).clone()
         out.append(g)
@@ -595,8 +600,19 @@ def peptides_struct(path: str | Path | None = None, **options) -> list[Data]:
     return load_peptides("peptides_struct", path, **options)
 
 
-peptides_func.info = DATASET_INFO["peptides_func"]
-peptides_struct.info = DATASET_INFO["peptides_struct"]
+def sign_flip_columns(options: dict | None = None) -> slice | None:
+    """The columns of ``x_s`` holding LapPE eigenvectors for loader ``options`` (None without LapPE). Their sign
+    is arbitrary, so training flips it at random per graph and eigenvector (:func:`random_sign_flip`; Dwivedi
+    et al. 2022, Kreuzer et al. 2021)."""
+    k = int((options or {}).get("lap_pe", 0) or 0)
+    return feature_layout(k, int((options or {}).get("rwse", 0) or 0))["lap_pe"] if k else None
+
+
+for _f, _n in ((peptides_func, "peptides_func"), (peptides_struct, "peptides_struct")):
+    _f.info = DATASET_INFO[_n]
+    _f.sign_flip_columns = sign_flip_columns
+    _f.units = {}
+    _f.default_target = None
 
 
 # ---------------------------------------------------------------------------------------------------------

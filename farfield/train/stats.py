@@ -14,6 +14,9 @@ Everything here is plain numpy / scipy on small arrays, and each quantity is nam
 * :func:`ridge_baseline` - a closed-form ridge regression fitted on the training split, its penalty chosen
   on the validation split, evaluated on the test split (MAE and R^2): the study's non-geometric and
   cutoff-oracle reference baselines.
+* :func:`prior_baseline`, :func:`linear_score_baseline` - the classification counterparts: label frequencies
+  (CAFA's naive predictor) and a ridge on 0/1 labels used as a score, evaluated with
+  :func:`classification_metrics`.
 * :func:`convergence` - the relative improvement of the best validation metric during the last 20% of
   epochs; a run that still improves by more than ``tol`` there is flagged as not converged.
 """
@@ -23,7 +26,8 @@ import math
 
 import numpy as np
 
-__all__ = ["paired_t", "holm", "ridge_baseline", "mean_baseline", "convergence", "r2_score", "variance_components"]
+__all__ = ["paired_t", "holm", "ridge_baseline", "mean_baseline", "convergence", "r2_score", "variance_components",
+           "classification_metrics", "prior_baseline", "linear_score_baseline", "CLASSIFICATION_METRICS"]
 
 
 def paired_t(base, other, confidence: float = 0.95) -> dict:
@@ -84,39 +88,106 @@ def _metrics(y, pred) -> dict:
             "r2": r2_score(y, pred)}
 
 
+def _as_2d(y) -> np.ndarray:
+    y = np.asarray(y, float)
+    return y.reshape(len(y), -1) if y.ndim != 2 else y
+
+
 def mean_baseline(y_train, y_test) -> dict:
-    """Predict the training mean for every test item."""
-    y_train = np.asarray(y_train, float)
-    return _metrics(y_test, np.full(np.shape(y_test), y_train.mean()))
+    """Predict the training mean (per target column) for every test item."""
+    y_train, y_test = _as_2d(y_train), _as_2d(y_test)
+    return _metrics(y_test, np.broadcast_to(np.nanmean(y_train, 0), y_test.shape))
 
 
-def ridge_baseline(x_train, y_train, x_val, y_val, x_test, y_test, alphas=(1e-3, 1e-2, 0.1, 1, 10, 100, 1e3)) -> dict:
-    """Ridge regression on standardised features (intercept unpenalised), closed form. The penalty is the
-    ``alphas`` entry with the lowest validation MAE (the training split alone when there is no validation
-    split). Returns test ``mae``, ``rmse``, ``r2`` and the chosen ``alpha``."""
-    xtr, ytr = np.asarray(x_train, float), np.asarray(y_train, float).ravel()
+def _ridge_fits(x_train, y_train, alphas):
+    """Closed-form multi-output ridge on standardised features (intercepts unpenalised): alpha -> predictor."""
+    xtr, ytr = np.asarray(x_train, float), _as_2d(y_train)
+    xtr = xtr.reshape(len(xtr), -1)
     mu, sd = xtr.mean(0), xtr.std(0)
     sd[sd == 0] = 1.0
 
     def design(x):
-        return (np.asarray(x, float) - mu) / sd
+        x = np.asarray(x, float)
+        return (x.reshape(len(x), -1) - mu) / sd
 
     a_tr = design(xtr)
-    y_mu = ytr.mean()
+    y_mu = ytr.mean(0)
+    gram, rhs = a_tr.T @ a_tr, a_tr.T @ (ytr - y_mu)
+    for alpha in alphas:
+        w = np.linalg.solve(gram + alpha * np.eye(a_tr.shape[1]), rhs)
+        yield alpha, (lambda x, w=w: design(x) @ w + y_mu)
 
-    def fit(alpha):
-        g = a_tr.T @ a_tr + alpha * np.eye(a_tr.shape[1])
-        w = np.linalg.solve(g, a_tr.T @ (ytr - y_mu))
-        return lambda x: design(x) @ w + y_mu
 
+def ridge_baseline(x_train, y_train, x_val, y_val, x_test, y_test, alphas=(1e-3, 1e-2, 0.1, 1, 10, 100, 1e3)) -> dict:
+    """Ridge regression on standardised features (intercept unpenalised), closed form, one output per target
+    column. The penalty is the ``alphas`` entry with the lowest validation MAE (the training split alone when
+    there is no validation split). Returns test ``mae``, ``rmse``, ``r2`` and the chosen ``alpha``."""
+    ytr = _as_2d(y_train)
     has_val = len(np.asarray(y_val).ravel()) > 0
     best = None
-    for alpha in alphas:
-        f = fit(alpha)
-        score = _metrics(y_val, f(x_val))["mae"] if has_val else _metrics(ytr, f(xtr))["mae"]
+    for alpha, f in _ridge_fits(x_train, ytr, alphas):
+        score = _metrics(y_val, f(x_val))["mae"] if has_val else _metrics(ytr, f(x_train))["mae"]
         if best is None or score < best[0]:
             best = (score, alpha, f)
-    return {**_metrics(y_test, best[2](x_test)), "alpha": best[1]}
+    return {**_metrics(_as_2d(y_test), best[2](x_test)), "alpha": best[1]}
+
+
+#: the metric each classification task reports first, and the others
+CLASSIFICATION_METRICS = {"multilabel": ("ap", "fmax", "aupr"), "binary": ("auroc", "ap"), "multiclass": ("acc",)}
+
+
+def classification_metrics(y, scores, kind: str) -> dict:
+    """Test metrics of ``scores`` (any monotone score, e.g. logits or probabilities) against labels ``y``:
+    multilabel ``ap`` (LRGB's label-averaged AP), ``fmax`` (CAFA protein-centric) and ``aupr`` (pair-centric);
+    binary ``auroc`` and ``ap``; multiclass ``acc`` (``scores`` [n, C]). A metric that is undefined on the data
+    (e.g. one class only) is NaN."""
+    y, s = _as_2d(y), _as_2d(scores)
+    out = {}
+    if kind == "multiclass":
+        return {"acc": float((s.argmax(1) == y.ravel().astype(int)).mean()) if len(y) else float("nan")}
+    from farfield import metrics as M
+    from farfield.datasets.lrgb import lrgb_average_precision
+    fns = {"ap": lambda: lrgb_average_precision(y, s), "fmax": lambda: M.fmax(y, s)[0],
+           "aupr": lambda: M.pair_aupr(y, s), "auroc": lambda: M.auroc(y.ravel(), s.ravel())}
+    for k in CLASSIFICATION_METRICS[kind]:
+        try:
+            out[k] = float(fns[k]())
+        except ValueError:
+            out[k] = float("nan")
+    return out
+
+
+def prior_baseline(y_train, y_test, kind: str) -> dict:
+    """The label-frequency predictor: every test item gets the training frequency of each label as its score
+    (CAFA's "naive" baseline; for multiclass, the most frequent class)."""
+    ytr, yte = _as_2d(y_train), _as_2d(y_test)
+    if kind == "multiclass":
+        counts = np.bincount(ytr.ravel().astype(int))
+        scores = np.broadcast_to(counts / counts.sum(), (len(yte), len(counts)))
+    else:
+        scores = np.broadcast_to(np.nanmean(ytr, 0), yte.shape)
+    return classification_metrics(yte, np.array(scores), kind)
+
+
+def linear_score_baseline(x_train, y_train, x_val, y_val, x_test, y_test, kind: str,
+                          alphas=(1e-2, 0.1, 1, 10, 100, 1e3, 1e4)) -> dict:
+    """A linear classifier of the simplest kind: ridge regression on the 0/1 labels (one-hot classes for
+    multiclass), i.e. a regularised linear probability model, used as a score. The penalty maximises the
+    first metric of :data:`CLASSIFICATION_METRICS` on validation; returns the test metrics and ``alpha``."""
+    ytr = _as_2d(y_train)
+    if kind == "multiclass":
+        c = int(max(_as_2d(y).max() for y in (y_train, y_val, y_test) if len(y))) + 1
+        ytr = np.eye(c)[ytr.ravel().astype(int)]
+    ytr = np.nan_to_num(ytr, nan=0.0)
+    key = CLASSIFICATION_METRICS[kind][0]
+    has_val = len(np.asarray(y_val).ravel()) > 0
+    best = None
+    for alpha, f in _ridge_fits(x_train, ytr, alphas):
+        m = classification_metrics(y_val, f(x_val), kind) if has_val else classification_metrics(y_train, f(x_train), kind)
+        score = m[key] if math.isfinite(m[key]) else -math.inf
+        if best is None or score > best[0]:
+            best = (score, alpha, f)
+    return {**classification_metrics(y_test, best[2](x_test), kind), "alpha": best[1]}
 
 
 def convergence(values, tail: float = 0.2, tol: float = 0.02, mode: str = "min") -> dict:

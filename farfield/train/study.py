@@ -172,25 +172,37 @@ def matched_width(study: Study, spec, max_edge_length: float) -> tuple[dict[str,
 # -- reference baselines ------------------------------------------------------------------------------------
 BASELINE_LABELS = {
     "mean": "mean predictor (training mean)",
+    "prior": "label-frequency predictor (training frequencies; CAFA's naive baseline)",
     "composition": "non-geometric: ridge on composition",
     "cutoff_oracle": "cutoff oracle: ridge on the exact within-cutoff part + composition",
 }
 
+REGRESSION = ("graph_regression", "node_regression")
 
-def reference_baselines(dm) -> dict[str, dict]:
-    """Test-split metrics of the reference baselines on the datamodule's split: the mean predictor and a ridge
-    regression (fitted on train, penalty chosen on val) on every ``baseline_<name>`` feature set the dataset
-    provides (typically ``composition`` and ``cutoff_oracle``)."""
-    from farfield.train.stats import mean_baseline, ridge_baseline
+
+def reference_baselines(dm, kind: str = "graph_regression") -> dict[str, dict]:
+    """Test-split metrics of the reference baselines on the datamodule's split. Regression: the mean predictor
+    and a ridge regression (fitted on train, penalty chosen on val) on every ``baseline_<name>`` feature set the
+    dataset provides (typically ``composition`` and ``cutoff_oracle``). Classification (``kind`` binary,
+    multiclass, multilabel): the label-frequency predictor and a ridge on the 0/1 labels used as a score on
+    each feature set (:func:`farfield.train.stats.linear_score_baseline`)."""
+    from farfield.train.stats import linear_score_baseline, mean_baseline, prior_baseline, ridge_baseline
     out = {}
     y = {s: np.concatenate([g.y.double().numpy() for g in gs]) if gs else np.zeros((0, 1))
          for s, gs in (("train", dm.train), ("val", dm.val), ("test", dm.test))}
-    out["mean"] = mean_baseline(y["train"], y["test"])
+    regression = kind in REGRESSION
+    if regression:
+        out["mean"] = mean_baseline(y["train"], y["test"])
+    else:
+        out["prior"] = prior_baseline(y["train"], y["test"], kind)
     for name in dm.baselines:
         a = dm.baseline_arrays(name)
-        out[name] = ridge_baseline(*a["train"], *a["val"], *a["test"])
+        out[name] = ridge_baseline(*a["train"], *a["val"], *a["test"]) if regression else \
+            linear_score_baseline(*a["train"], *a["val"], *a["test"], kind=kind)
     for k, v in out.items():
         v["label"] = BASELINE_LABELS.get(k, f"ridge on {k}")
+        if not regression and k != "prior":
+            v["label"] = f"non-geometric: ridge score on {k}" if k == "composition" else f"ridge score on {k}"
     return out
 
 
@@ -346,8 +358,7 @@ def run_study(study: Study, quiet: bool = False, log=None) -> dict:
             from farfield.train.data import GraphDataModule
             dm = GraphDataModule(base.data, base.data.edges, seed=0, standardize=base.task.standardize)
             dm.setup()
-            if base.task.kind in ("graph_regression", "node_regression"):
-                baselines[str(int(split))] = reference_baselines(dm)
+            baselines[str(int(split))] = reference_baselines(dm, _task_kind(base))
             if study.param_matched and not wide and "none" in study.strategies and len(study.strategies) > 1:
                 import torch
                 longest = max([float(torch.pdist(g.pos.double()).max()) for g in dm.train + dm.val + dm.test
@@ -376,10 +387,27 @@ def _fmt(sec: float) -> str:
 
 
 # -- summary ------------------------------------------------------------------------------------------------
-def _metric_key(rows) -> tuple[str, str]:
-    for key, mode in (("test/mae", "min"), ("test/auroc", "max"), ("test/ap", "max"), ("test/acc", "max")):
+def _task_kind(cfg) -> str:
+    """The task kind of a config, resolving ``auto`` from the dataset's ``info['task']``."""
+    kind = cfg.task.kind
+    if kind == "auto":
+        from farfield.datasets import dataset_info
+        kind = (dataset_info(cfg.data.dataset).get("task") or {}).get("kind", "graph_regression")
+    return kind
+
+
+#: metrics that are better when lower
+_LOWER = ("mae", "rmse")
+
+
+def _metric_key(rows, preferred: str | None = None) -> tuple[str, str]:
+    """The study's metric: the dataset's ``info['task']['monitor']`` when runs report it, else the first known."""
+    order = [preferred] if preferred else []
+    order += ["mae", "auroc", "ap", "fmax", "acc"]
+    for m in order:
+        key = f"test/{m}"
         if any(key in r for r in rows):
-            return key, mode
+            return key, "min" if m in _LOWER else "max"
     raise ConfigError("study: runs report no known test metric")
 
 
@@ -399,7 +427,8 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
     from farfield.train.stats import holm, paired_t, variance_components
     if not rows:
         raise ConfigError("study: no run finished; nothing to summarise")
-    key, mode = _metric_key(rows)
+    from farfield.datasets import dataset_info
+    key, mode = _metric_key(rows, (dataset_info(study.base.data.dataset).get("task") or {}).get("monitor"))
     metric = key.split("/", 1)[1]
     out = {"metric": key, "better": "lower" if mode == "min" else "higher", "units": _units(study), "groups": [],
            "baselines": baselines or {}, "split_seeds": list(study.split_seeds), "seeds": study.seeds}
@@ -466,13 +495,19 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
     return out
 
 
-def _cmp(t: dict | None) -> str:
+def _digits(summary: dict | None) -> int:
+    """Decimals for a metric: 4 for scores in [0, 1] (AP, Fmax, AUROC, accuracy), else 2."""
+    m = (summary or {}).get("metric", "")
+    return 4 if m.split("/")[-1] in ("ap", "fmax", "aupr", "auroc", "acc", "spearman", "pearson") else 2
+
+
+def _cmp(t: dict | None, nd: int = 2) -> str:
     if not t:
         return "-"
     if not math.isfinite(t.get("ci_low", float("nan"))):
-        return f"{t['diff']:+.2f} (n={t['n']}: no interval)"
+        return f"{t['diff']:+.{nd}f} (n={t['n']}: no interval)"
     flag = " **better**" if t["better"] else (" *worse*" if t["worse"] else "")
-    return (f"{t['diff']:+.2f} [{t['ci_low']:+.2f}, {t['ci_high']:+.2f}], d_z={t['d_z']:+.1f}, "
+    return (f"{t['diff']:+.{nd}f} [{t['ci_low']:+.{nd}f}, {t['ci_high']:+.{nd}f}], d_z={t['d_z']:+.1f}, "
             f"p_Holm={t['p_holm']:.2g}{flag}")
 
 
@@ -483,21 +518,27 @@ def format_table(summary: dict) -> str:
     lines = [f"| backbone | strategy | {m}{unit} mean +- sd (n) | vs none: diff [95% t-CI], d_z, p_Holm | "
              f"vs {WIDE}: diff [95% t-CI], d_z, p_Holm | params | s/epoch (CPU s) | converged |",
              "|---|---|---|---|---|---|---|---|"]
+    nd = _digits(summary)
     for g in summary["groups"]:
-        vs_none = "baseline" if g["strategy"] == "none" else _cmp(g.get("vs_none"))
-        vs_wide = "baseline" if g["strategy"] == WIDE else ("-" if g["strategy"] == "none" else _cmp(g.get("vs_wide")))
-        sd = f"{g['std']:.2f}" if math.isfinite(g["std"]) else "n/a"
-        lines.append(f"| {g['backbone']} | {g['strategy']} | {g['mean']:.2f} +- {sd} ({g['n']}) | {vs_none} | {vs_wide} "
+        vs_none = "baseline" if g["strategy"] == "none" else _cmp(g.get("vs_none"), nd)
+        vs_wide = "baseline" if g["strategy"] == WIDE else ("-" if g["strategy"] == "none" else _cmp(g.get("vs_wide"), nd))
+        sd = f"{g['std']:.{nd}f}" if math.isfinite(g["std"]) else "n/a"
+        lines.append(f"| {g['backbone']} | {g['strategy']} | {g['mean']:.{nd}f} +- {sd} ({g['n']}) | {vs_none} | {vs_wide} "
                      f"| {g['params']:,} | {g['sec_per_epoch']:.2f} ({g['cpu_sec_per_epoch']:.2f}) "
                      f"| {g['converged']}/{g['n']} |")
     bl = summary.get("baselines") or {}
     if bl:
         first = next(iter(bl))
         split0 = bl[first]
-        lines += ["", f"| reference baseline (test split{'' if len(bl) == 1 else ', split seed ' + first}) | MAE{unit} | RMSE | R^2 |",
-                  "|---|---|---|---|"]
+        cols = [c for c in ("mae", "rmse", "r2", "ap", "fmax", "aupr", "auroc", "acc")
+                if any(c in v for v in split0.values())]
+        names = {"mae": f"MAE{unit}", "rmse": "RMSE", "r2": "R^2", "ap": "AP", "fmax": "Fmax", "aupr": "AUPR",
+                 "auroc": "AUROC", "acc": "accuracy"}
+        lines += ["", f"| reference baseline (test split{'' if len(bl) == 1 else ', split seed ' + first}) | "
+                  + " | ".join(names[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for k, v in split0.items():
-            lines.append(f"| {v['label']} | {v['mae']:.2f} | {v['rmse']:.2f} | {v['r2']:.3f} |")
+            lines.append(f"| {v['label']} | " + " | ".join(
+                f"{v[c]:.{3 if c == 'r2' else (2 if c in ('mae', 'rmse') else 4)}f}" if c in v else "-" for c in cols) + " |")
     return "\n".join(lines)
 
 
@@ -545,7 +586,12 @@ def report_markdown(summary: dict, study: Study) -> str:
         "(comparable across runs that shared the machine); converged = runs whose best validation metric improved "
         "by at most 2% during the last 20% of epochs.", "",
         format_table(summary), ""]
-    if summary.get("baselines"):
+    split0 = next(iter((summary.get("baselines") or {}).values()), {})
+    if split0 and "prior" in split0:
+        lines += ["Reading: the label-frequency predictor knows nothing about the item (every item gets the training "
+                  "frequency of each label); the ridge score on composition knows what the item is made of but not "
+                  "how it is connected or shaped. A model that does not beat them has not learned structure.", ""]
+    if split0 and "mean" in split0:
         lines += ["Reading: the mean predictor knows nothing; the composition ridge knows the sequence but no "
                   "geometry; the cutoff oracle is a ridge on the exact contribution of every pair within the cutoff "
                   "(plus composition): the best *linear use of one cutoff's pairs*. A multi-layer message-passing "
@@ -599,7 +645,7 @@ def plots(out: Path, rows: list[dict], summary: dict) -> None:
     bl = summary.get("baselines") or {}
     if bl:
         for (k, v), ls in zip(next(iter(bl.values())).items(), ("--", ":", "-.", "-")):
-            ax.axhline(v["mae"] if "mae" in v else np.nan, color="0.3", ls=ls, lw=1, label=v["label"])
+            ax.axhline(v.get(m.split("/", 1)[1], np.nan), color="0.3", ls=ls, lw=1, label=v["label"])
         ax.legend(fontsize=7, loc="upper right")
     ax.set_xticks(range(len(groups)), labels, rotation=30, ha="right")
     ax.set_ylabel(f"{m}{unit}")
@@ -625,7 +671,8 @@ def plots(out: Path, rows: list[dict], summary: dict) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"val/{key}{unit}")
     ax.set_title("validation metric: mean over seeds, band = min-max", fontsize=9)
-    ax.set_yscale("log")
+    if summary.get("better") == "lower":
+        ax.set_yscale("log")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)

@@ -11,7 +11,10 @@ from torch_geometric.utils import to_dense_batch
 from farfield.errors import ConfigError
 from farfield.models.long_range.base import Context, LongRange
 
-__all__ = ["NeuralAtoms", "NeuralAtomBlock", "HEAD_REDUCTIONS"]
+__all__ = ["NeuralAtoms", "NeuralAtomBlock", "HEAD_REDUCTIONS", "SCHEDULES"]
+
+#: how the number of neural atoms changes over layers (Li et al. 2024): 'fixed', 'desc'
+SCHEDULES = ("fixed", "desc")
 
 #: how back-projection combines the heads' attention: 'sum' (the reference's 2D code), 'mean'
 HEAD_REDUCTIONS = ("sum", "mean")
@@ -114,8 +117,14 @@ class NeuralAtoms(LongRange):
             placement ``'parallel'``; the reference's 3D update ``(h + I(h) + NA(h)) / sqrt(2)`` divides
             three terms by the norm of two; here the scale is explicit).
         num_atoms: K neural atoms per graph (the reference's 3D code uses 10).
-        ratio: instead of ``num_atoms``, K_b = ceil(ratio * n_b) per graph (capped at ``max_atoms``).
-        max_atoms: number of learned seeds (default ``num_atoms``, or 64 with ``ratio``).
+        ratio: instead of ``num_atoms``, K_b = ceil(ratio * n_b) per graph (capped at ``max_atoms``), or with
+            ``avg_nodes`` the same K = ceil(ratio * avg_nodes) for every graph (the reference's 2D
+            configuration: Peptides ``avg_nodes=150, ratio=0.9``).
+        avg_nodes: the dataset's average graph size for the reference's fixed-K rule (needs ``ratio``).
+        schedule: ``'fixed'`` (every layer has K atoms) or ``'desc'`` (the reference's descending schedule,
+            Li et al. 2024: layer l has K_l = ceil(ratio * K_{l-1}) atoms, K_1 = K; 150 / 0.9 over 5 layers
+            gives 135, 122, 110, 99, 90).
+        max_atoms: number of learned seeds (default ``num_atoms``, K with ``avg_nodes``, or 64 with ``ratio``).
         heads: attention heads (must divide ``dim``).
         shared: one block for all layers instead of one per layer.
         head_reduce: ``'mean'`` (default) or ``'sum'`` (the reference's 2D code) over heads in
@@ -127,8 +136,19 @@ class NeuralAtoms(LongRange):
 
     def __init__(self, dim: int, num_layers: int, num_atoms: int | None = 10, ratio: float | None = None,
                  max_atoms: int | None = None, heads: int = 1, shared: bool = False, scale: float = 1.0,
-                 placement: str | None = None, head_reduce: str = "mean"):
+                 placement: str | None = None, head_reduce: str = "mean", avg_nodes: float | None = None,
+                 schedule: str = "fixed"):
         super().__init__(dim, num_layers, scale, placement)
+        if schedule not in SCHEDULES:
+            raise ConfigError(f"NeuralAtoms: schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if schedule == "desc" and ratio is None:
+            raise ConfigError("NeuralAtoms: schedule='desc' needs a ratio (K_l = ceil(ratio * K_{l-1}))")
+        if avg_nodes is not None:
+            if ratio is None:
+                raise ConfigError("NeuralAtoms: avg_nodes needs a ratio (K = ceil(ratio * avg_nodes))")
+            if not avg_nodes > 0:
+                raise ConfigError(f"NeuralAtoms: avg_nodes must be positive, got {avg_nodes}")
+        self.avg_nodes, self.schedule = avg_nodes, schedule
         if ratio is not None:
             if not 0 < ratio <= 1:
                 raise ConfigError(f"NeuralAtoms: ratio must be in (0, 1], got {ratio}")
@@ -141,22 +161,38 @@ class NeuralAtoms(LongRange):
             raise ConfigError(f"NeuralAtoms: head_reduce must be one of {HEAD_REDUCTIONS}, got {head_reduce!r}")
         self.num_atoms, self.ratio, self.heads, self.shared = num_atoms, ratio, heads, shared
         self.head_reduce = head_reduce
-        self.max_atoms = int(max_atoms or num_atoms or 64)
+        fixed_k = math.ceil(ratio * avg_nodes) if avg_nodes is not None else None
+        self.max_atoms = int(max_atoms or num_atoms or fixed_k or 64)
         if num_atoms is not None and num_atoms > self.max_atoms:
             raise ConfigError(f"NeuralAtoms: num_atoms={num_atoms} exceeds max_atoms={self.max_atoms}")
         self.blocks = nn.ModuleList([NeuralAtomBlock(dim, self.max_atoms, heads, head_reduce)
                                      for _ in range(1 if shared else num_layers)])
 
-    def start(self, ctx: Context, state) -> None:
+    def atoms_per_layer(self, counts: Tensor) -> list[Tensor]:
+        """Neural atoms per graph for every layer: ``counts`` [B] nodes per graph -> num_layers x [B]."""
         if self.ratio is None:
-            atoms = torch.full_like(ctx.counts, self.num_atoms)
+            first = torch.full_like(counts, self.num_atoms)
+        elif self.avg_nodes is not None:
+            first = torch.full_like(counts, math.ceil(self.ratio * self.avg_nodes))
         else:
-            atoms = torch.ceil(ctx.counts.to(torch.float64) * self.ratio).long()
-        ctx.memory["atoms"] = atoms.clamp(1, self.max_atoms)
+            first = torch.ceil(counts.to(torch.float64) * self.ratio).long()
+        layers = [first.clamp(1, self.max_atoms)]
+        for _ in range(1, self.num_layers):
+            prev = layers[-1]
+            layers.append(torch.ceil(prev.to(torch.float64) * self.ratio).long().clamp(1, self.max_atoms)
+                          if self.schedule == "desc" else prev)
+        return layers
+
+    def start(self, ctx: Context, state) -> None:
+        ctx.memory["atoms"] = self.atoms_per_layer(ctx.counts)
 
     def update(self, i: int, s: Tensor, pos, ctx: Context) -> Tensor:
-        return self.blocks[0 if self.shared else i](s, ctx.batch, ctx.num_graphs, ctx.memory["atoms"])
+        return self.blocks[0 if self.shared else i](s, ctx.batch, ctx.num_graphs, ctx.memory["atoms"][i])
 
     def extra_repr(self) -> str:
         k = f"num_atoms={self.num_atoms}" if self.ratio is None else f"ratio={self.ratio:g}"
+        if self.avg_nodes is not None:
+            k += f", avg_nodes={self.avg_nodes:g}"
+        if self.schedule != "fixed":
+            k += f", schedule={self.schedule!r}"
         return super().extra_repr() + f", {k}, max_atoms={self.max_atoms}, heads={self.heads}, shared={self.shared}, head_reduce={self.head_reduce!r}"
