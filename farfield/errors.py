@@ -31,6 +31,10 @@ class InputError(FarfieldError):
         self.reason = reason
         super().__init__(f"{self.source}: {reason}")
 
+    def __reduce__(self):
+        # picklable with its two arguments, so an error raised in a worker process arrives intact
+        return (type(self), (self.source, self.reason))
+
 
 class ConfigError(FarfieldError):
     """An option or configuration value is unknown or invalid; the message names the key and the

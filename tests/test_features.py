@@ -251,3 +251,24 @@ def test_two_range_radial_blocks_and_weights():
         tr.edge_features(d, torch.zeros(6, dtype=torch.long))
     with pytest.raises(ConfigError, match="edge_type"):
         tr.edge_features(d, None)
+
+
+def test_virtual_angles_and_chi_features_stop_at_chain_breaks_and_gaps(structures):
+    from farfield.features.residues import chi_atom_coords, sidechain_torsion_features, virtual_angle_features
+
+    s = read_structure(structures / "2XHE.pdb")
+    rv = ResidueView.from_structure(s)
+    seg = torch.from_numpy(rv.segment_index)
+    va = virtual_angle_features(torch.from_numpy(rv.ca), seg)
+    i = np.flatnonzero(rv.chain_break)
+    assert len(i) and (va[i, :2] == 0).all() and (va[i - 1, :2] == 0).all()      # kappa needs i-1, i, i+1
+    assert (va[i, 2:] == 0).all() and (va[i - 2, 2:] == 0).all()                  # alpha needs i-1 .. i+2
+    assert torch.isfinite(va).all()
+    inner = np.flatnonzero((rv.segment_index[2:] == rv.segment_index[:-2])) + 1
+    assert torch.allclose(va[inner, 0] ** 2 + va[inner, 1] ** 2, torch.ones(len(inner), dtype=va.dtype))
+    chi = sidechain_torsion_features(torch.from_numpy(chi_atom_coords(s, rv)))
+    assert chi.shape == (len(rv), 12) and torch.isfinite(chi).all()
+    gly = torch.from_numpy(rv.res_type == 7)
+    assert (chi[gly] == 0).all()
+    on = chi[:, 8:] == 1
+    assert torch.allclose(chi[:, 0:8:2][on] ** 2 + chi[:, 1:8:2][on] ** 2, torch.ones(int(on.sum()), dtype=chi.dtype))

@@ -6,7 +6,7 @@ diameter and the fraction of pairs beyond the cutoff reachable within L hops. Wi
 farfield's built-in example peptide.
 
 ``farfield check [--model NAME|all] [--long-range NAME,...|all|none] [--dtype float64|float32] [--structure
-FILE] [--residue-features gvp|parity_even] [--no-shapes] [--json]`` runs the symmetry check of every backbone,
+FILE] [--residue-features PRESET] [--no-shapes] [--json]`` runs the symmetry check of every backbone,
 alone or with every long-range strategy (rotation, reflection, translation, permutation, batching), end to end
 (the structure is transformed, then featurised), on the structure, its first half and four symmetric shapes;
 it holds each model to its group within the group the features respect and exits non-zero when a claimed
@@ -32,6 +32,9 @@ from pathlib import Path
 
 from farfield import __version__
 from farfield.errors import FarfieldError
+
+#: residue feature presets (farfield.features.residues.PRESETS; listed here so that --help needs no torch import)
+PRESET_NAMES = ("gvp", "parity_even", "ca", "ca_seq", "ca_angles", "ca_bb", "ca_sc")
 
 __all__ = ["main", "build_parser"]
 
@@ -101,9 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--structure", default=None, metavar="FILE",
                    help="structure file to check on instead of the example; its coordinates are transformed and "
                         "then featurised, so the check covers the whole pipeline")
-    c.add_argument("--residue-features", choices=["gvp", "parity_even"], default="gvp",
+    c.add_argument("--residue-features", choices=list(PRESET_NAMES), default="gvp",
                    help="residue feature preset (default gvp: chiral sin(dihedral) and side-chain features, so the "
-                        "pipeline is SE(3); parity_even: cos(dihedral) and polar vectors only, E(3))")
+                        "pipeline is SE(3); parity_even: cos(dihedral) and polar vectors only, E(3); ca, ca_seq: "
+                        "E(3); ca_angles, ca_bb, ca_sc: SE(3))")
     c.add_argument("--no-shapes", dest="shapes", action="store_false",
                    help="leave out the symmetric inputs (hexagon, octahedron, star, chain) checked by default")
     c.add_argument("--level", choices=["atom", "residue"], default="residue",

@@ -18,6 +18,16 @@ DEFAULT_STUDY = [
     "optim.epochs=35", "optim.lr=3e-3", "optim.scheduler=cosine",
 ]
 
+#: keys of :data:`DEFAULT_STUDY` that belong to its dataset: dropped when another dataset is chosen (the task
+#: then follows the dataset's own definition, ``task.kind=auto``)
+_DATASET_KEYS = ("data.dataset=", "data.target=", "task.kind=")
+
+
+def _default_study(args) -> list[str]:
+    """DEFAULT_STUDY, without its dataset-specific keys when the command names another dataset."""
+    other = args.dataset is not None or any(o.startswith("data.dataset=") for o in args.overrides)
+    return [o for o in DEFAULT_STUDY if not (other and o.startswith(_DATASET_KEYS))]
+
 
 def add_commands(sub) -> None:
     t = sub.add_parser("train", help="train one model from a YAML config (resumes a killed run)",
@@ -43,7 +53,11 @@ def add_commands(sub) -> None:
     s.add_argument("--dataset", default=None, help="dataset name (data.dataset)")
     s.add_argument("--data-path", default=None, help="dataset file (data.path; default: the shipped one)")
     s.add_argument("--backbones", nargs="+", default=None, metavar="NAME", help="backbones (default: the config's)")
-    s.add_argument("--strategies", nargs="+", default=None, metavar="NAME", help="long-range strategies")
+    s.add_argument("--strategies", nargs="+", default=None, metavar="NAME",
+                   help="long-range strategies; NAME+noisy_nodes adds an arm with the Noisy Nodes auxiliary task "
+                        "(e.g. none none+noisy_nodes)")
+    s.add_argument("--noisy-nodes", type=float, default=0.1, metavar="LAMBDA",
+                   help="loss weight of the Noisy Nodes auxiliary task in +noisy_nodes arms (default 0.1)")
     s.add_argument("--seeds", type=int, default=5, help="seeds per combination (default 5)")
     s.add_argument("--split-seeds", type=int, nargs="+", default=None, metavar="S",
                    help="split seeds (default: the config's data.split_seed); several separate seed and split variance")
@@ -107,13 +121,14 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from farfield.train.study import DEFAULT_STRATEGIES, Study, format_table, run_study
 
     _split_config(args)
-    over = ([] if args.config else list(DEFAULT_STUDY)) + list(args.overrides) + _flag_overrides(
+    over = ([] if args.config else _default_study(args)) + list(args.overrides) + _flag_overrides(
         args, {"dataset": "data.dataset", "data_path": "data.path", "epochs": "optim.epochs", "limit": "data.limit"})
     base = load_config(args.config, over)
     workers = args.workers if args.workers is not None else min(8, len(os.sched_getaffinity(0)))
     study = Study(base, tuple(args.backbones or [base.model.backbone]), tuple(args.strategies or DEFAULT_STRATEGIES),
                   args.seeds, args.out, param_matched=not args.no_param_matched,
-                  split_seeds=tuple(args.split_seeds or [base.data.split_seed]), workers=workers)
+                  split_seeds=tuple(args.split_seeds or [base.data.split_seed]), workers=workers,
+                  noisy_nodes=args.noisy_nodes)
     try:
         summary = run_study(study, quiet=args.json)
     except Interrupted as e:

@@ -18,7 +18,8 @@ from farfield._config import check_keys
 from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.features.atoms import ELEMENT_PRESETS, ElementVocabulary
-from farfield.features.residues import RESIDUE_FEATURE_PRESETS, residue_node_features, sequence_offset_encoding
+from farfield.features.residues import (PRESETS, chi_atom_coords, residue_node_features,
+                                        sequence_offset_encoding)
 from farfield.graphs.compose import GraphBuilder, parse_edge_spec
 from farfield.io.readers import read_structure
 from farfield.io.residues import ResidueView
@@ -41,9 +42,14 @@ class FeaturiserConfig:
         elements: element vocabulary: a preset name (``atom3d``, ``qm9``, ``organic``) or a list of
             symbols; unknown elements go to an 'other' class.
         read: atom selection (:class:`ReadOptions`); by default waters are dropped.
-        residue_features: residue node-feature preset (:data:`farfield.features.residues.RESIDUE_FEATURE_PRESETS`):
-            ``'gvp'`` (default; GVP-GNN's features, chiral: the pipeline is SE(3)-invariant only) or
-            ``'parity_even'`` (cos of the dihedrals and polar vectors only: E(3)).
+        residue_features: residue node-feature preset, a name in :data:`farfield.features.residues.PRESETS`:
+            ``'gvp'`` (default; GVP-GNN's features, chiral: the pipeline is SE(3)-invariant only),
+            ``'parity_even'`` (cos of the dihedrals and polar vectors only: E(3)), or the ProteinWorkshop-style
+            schemes ``'ca'``, ``'ca_seq'`` (E(3)), ``'ca_angles'``, ``'ca_bb'``, ``'ca_sc'`` (SE(3)); widths and
+            the parity of every feature in ``str(PRESETS[name])``. Used at residue level only.
+        preset: the same setting under its new name (``FeaturiserConfig(level="residue", preset="ca_sc")``);
+            when given it wins over ``residue_features``, which must then be left at its default or agree.
+            :attr:`residue_preset` is the preset in effect.
         seq_offset_dim: size of the sinusoidal sequence-offset edge encoding at residue level (0 = none).
         self_loops: add i -> i edges.
         dtype: ``'float32'`` or ``'float64'`` for floating-point fields.
@@ -54,6 +60,7 @@ class FeaturiserConfig:
     elements: str | tuple[str, ...] = "atom3d"
     read: ReadOptions = field(default_factory=lambda: ReadOptions(waters=False))
     residue_features: str = "gvp"
+    preset: str | None = None
     seq_offset_dim: int = 16
     self_loops: bool = False
     dtype: Literal["float32", "float64"] = "float32"
@@ -68,17 +75,30 @@ class FeaturiserConfig:
                               f"symbols, got {self.elements!r}")
         if not isinstance(self.elements, str):
             object.__setattr__(self, "elements", tuple(self.elements))
-        if self.residue_features not in RESIDUE_FEATURE_PRESETS:
-            raise ConfigError(f"residue_features must be one of {sorted(RESIDUE_FEATURE_PRESETS)}, got "
-                              f"{self.residue_features!r}")
+        if self.residue_features not in PRESETS:
+            raise ConfigError(f"residue_features must be one of {sorted(PRESETS)}, got {self.residue_features!r}")
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ConfigError(f"preset must be one of the residue feature presets {sorted(PRESETS)}, got "
+                                  f"{self.preset!r}")
+            if self.residue_features not in ("gvp", self.preset):
+                raise ConfigError(f"preset={self.preset!r} and residue_features={self.residue_features!r} disagree; "
+                                  "give only preset")
         if self.seq_offset_dim < 0 or self.seq_offset_dim % 2:
             raise ConfigError(f"seq_offset_dim must be an even number >= 0, got {self.seq_offset_dim}")
         if isinstance(self.read, dict):
             object.__setattr__(self, "read", ReadOptions.from_dict(self.read))
         parse_edge_spec(self.edges)  # validate early, with the spec's own error message
 
+    @property
+    def residue_preset(self) -> str:
+        """The residue feature preset in effect: ``preset`` when given, else ``residue_features``."""
+        return self.preset if self.preset is not None else self.residue_features
+
     def to_dict(self) -> dict:
         d = asdict(self)
+        if d["preset"] is None:     # configurations written before presets existed keep their key
+            del d["preset"]
         d["read"] = self.read.to_dict()
         if not isinstance(self.elements, str):
             d["elements"] = list(self.elements)
@@ -104,7 +124,9 @@ class Featuriser:
     :mod:`farfield.data.fields`. Atom level: ``x_s`` = element one-hot. Residue level (preset ``gvp``):
     ``x_s`` = [residue one-hot (21) | cos, sin of phi, psi, omega (6)], ``x_v`` = [forward, backward, side
     chain]; preset ``parity_even``: ``x_s`` = [one-hot (21) | cos phi, psi, omega (3)], ``x_v`` = [forward,
-    backward, N-CA-C bisector]; ``edge_s`` = sequence-offset encoding (zero between chains).
+    backward, N-CA-C bisector]; the ``ca*`` presets as :data:`farfield.features.residues.PRESETS` describes
+    (``ca``, ``ca_seq``, ``ca_angles`` have no ``x_v``); ``edge_s`` = sequence-offset encoding (zero between
+    chains).
 
     :attr:`symmetry` is the group the featurisation itself respects (``'E(3)'``, or ``'SE(3)'`` when it
     produces chiral features, listed in :attr:`chiral_features`): a model's claim holds end to end only
@@ -123,7 +145,7 @@ class Featuriser:
         """Features that a mirror image changes other than as the mirror prescribes (empty: none)."""
         if self.config.level == "atom":
             return ()
-        return RESIDUE_FEATURE_PRESETS[self.config.residue_features].chiral_features
+        return PRESETS[self.config.residue_preset].chiral_features
 
     @property
     def symmetry(self) -> str:
@@ -160,14 +182,20 @@ class Featuriser:
         bb = torch.from_numpy(rv.backbone)                       # float64 [L, 4, 3], NaN where missing
         seg = torch.from_numpy(rv.segment_index)
         chain = torch.from_numpy(rv.chain_index)
-        x_s, x_v = residue_node_features(torch.from_numpy(rv.res_type), bb, seg, self.config.residue_features)
         # position along each chain: 0, 1, 2, ... restarting at every chain
         starts = np.r_[0, np.flatnonzero(rv.chain_index[1:] != rv.chain_index[:-1]) + 1]
-        seq_index = np.arange(len(rv)) - np.repeat(starts, np.diff(np.r_[starts, len(rv)]))
+        seq_index = torch.from_numpy(np.arange(len(rv)) - np.repeat(starts, np.diff(np.r_[starts, len(rv)])))
+        preset = PRESETS[self.config.residue_preset]
+        sidechain = torch.from_numpy(chi_atom_coords(s, rv)) if preset.needs_sidechain else None
+        x_s, x_v = residue_node_features(torch.from_numpy(rv.res_type), bb, seg, preset.name,
+                                         seq_index=seq_index, sidechain=sidechain)
         mask = torch.from_numpy(rv.backbone_mask)
         filled = torch.where(mask.unsqueeze(-1), bb, bb[:, 1:2].expand_as(bb))
-        return Data(
+        data = Data(
             pos=bb[:, 1].to(self.dtype), res_type=torch.from_numpy(rv.res_type), x_s=x_s.to(self.dtype),
-            x_v=x_v.to(self.dtype), chain_index=chain, seq_index=torch.from_numpy(seq_index),
-            backbone=filled.to(self.dtype), backbone_mask=mask, num_nodes=len(rv),
+            chain_index=chain, seq_index=seq_index, backbone=filled.to(self.dtype), backbone_mask=mask,
+            num_nodes=len(rv),
         )
+        if x_v.shape[1]:                 # presets without vector features leave x_v out, as at atom level
+            data[F.X_V] = x_v.to(self.dtype)
+        return data

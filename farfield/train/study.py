@@ -38,13 +38,22 @@ from farfield.models.long_range import STRATEGIES
 from farfield.train.config import TrainConfig
 from farfield.train.run import Interrupted, config_hash
 
-__all__ = ["DEFAULT_STRATEGIES", "WIDE", "Study", "RunSpec", "run_study", "summarize", "format_table",
+__all__ = ["DEFAULT_STRATEGIES", "WIDE", "NOISY", "split_arm", "Study", "RunSpec", "run_study", "summarize", "format_table",
            "reference_baselines"]
 
 #: the default study: the baseline and the mechanisms of the main families (graph construction, a global node,
 #: learned pooling-and-broadcast, a physics-inspired k-space sum); quadratic attention is left out of the default
 #: for time (``--strategies ... attention`` adds it)
 DEFAULT_STRATEGIES = ("none", "random", "virtual_node", "neural_atoms", "ewald")
+
+#: suffix of a study arm that adds the Noisy Nodes auxiliary task (Godwin et al. 2022) to a strategy:
+#: ``none+noisy_nodes`` is strategy ``none`` trained with ``task.noisy_nodes`` = the study's ``noisy_nodes``
+NOISY = "+noisy_nodes"
+
+
+def split_arm(label: str) -> tuple[str, bool]:
+    """``'ewald+noisy_nodes'`` -> (``'ewald'``, True); ``'ewald'`` -> (``'ewald'``, False)."""
+    return (label[: -len(NOISY)], True) if label.endswith(NOISY) else (label, False)
 #: label of the parameter-matched baseline
 WIDE = "none-wide"
 #: one colour per strategy across all plots
@@ -78,6 +87,7 @@ class Study:
     param_matched: bool = True
     split_seeds: tuple = (0,)
     workers: int = 0
+    noisy_nodes: float = 0.1
 
     def __post_init__(self):
         from farfield.models import BACKBONES
@@ -85,8 +95,16 @@ class Study:
             if b not in BACKBONES:
                 raise ConfigError(f"study: unknown backbone {b!r}; choose from {sorted(BACKBONES)}")
         for s in self.strategies:
-            if s not in STRATEGIES:
-                raise ConfigError(f"study: unknown strategy {s!r}; choose from {list(STRATEGIES)}")
+            if split_arm(s)[0] not in STRATEGIES:
+                raise ConfigError(f"study: unknown strategy {s!r}; choose from {list(STRATEGIES)}, each optionally "
+                                  f"with the suffix {NOISY!r} (adds the Noisy Nodes auxiliary task)")
+        if any(split_arm(s)[1] for s in self.strategies):
+            if not (isinstance(self.noisy_nodes, (int, float)) and self.noisy_nodes > 0):
+                raise ConfigError(f"study: noisy_nodes (the loss weight of the {NOISY} arms) must be > 0, "
+                                  f"got {self.noisy_nodes!r}")
+            if getattr(self.base.task, "noisy_nodes", 0):
+                raise ConfigError(f"study: the base config already sets task.noisy_nodes; {NOISY} arms compare "
+                                  "with and without it, so leave it 0 in the base")
         if not isinstance(self.seeds, int) or self.seeds < 1:
             raise ConfigError(f"study: seeds must be an integer >= 1, got {self.seeds!r}")
         if not self.strategies or not self.backbones:
@@ -116,13 +134,15 @@ class Study:
             for label in self.labels():
                 if label == WIDE and not (wide_options and b in wide_options):
                     continue
-                strategy = "none" if label == WIDE else label
+                strategy, noisy = ("none", False) if label == WIDE else split_arm(label)
                 lr_opts = dict(self.base.model.long_range_options) if strategy == self.base.model.long_range else {}
                 model = replace(self.base.model, backbone=b, long_range=strategy, long_range_options=lr_opts,
                                 backbone_options={**opts, **(wide_options[b] if label == WIDE else {})})
+                task = replace(self.base.task, noisy_nodes=float(self.noisy_nodes)) if noisy else self.base.task
                 for split in self.split_seeds:
                     for k in range(self.seeds):
-                        cfg = replace(self.base, model=model, data=replace(self.base.data, split_seed=int(split)),
+                        cfg = replace(self.base, model=model, task=task,
+                                      data=replace(self.base.data, split_seed=int(split)),
                                       run=replace(self.base.run, seed=k, progress=False))
                         tag = f"seed{k}" + (f"-split{split}" if len(self.split_seeds) > 1 else "")
                         run_dir = Path(self.out) / "runs" / b / label / f"{tag}-{config_hash(cfg)}"
@@ -629,7 +649,7 @@ def plots(out: Path, rows: list[dict], summary: dict) -> None:
     groups = summary["groups"]
     single = len({x["backbone"] for x in groups}) == 1
     labels = [g["strategy"] if single else f"{g['backbone']}\n{g['strategy']}" for g in groups]
-    colors = [_PALETTE.get(g["strategy"], "C9") for g in groups]
+    colors = [_PALETTE.get(split_arm(g["strategy"])[0], "C9") for g in groups]
     unit = f" ({summary['units']})" if summary.get("units") else ""
     m = summary["metric"]
 
