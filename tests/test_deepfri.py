@@ -236,7 +236,9 @@ def test_seqres_index_across_an_unresolved_loop(tmp_path, sample_structures):
     seq = DATASETS["ec"](str(f), structures=str(folder), workers=1, progress=False, cache=False)
     a, s = seq
     assert a.num_nodes == 136 and a.seqres_index[:29].tolist() == list(range(29))
-    assert a.seqres_index[29].item() == 34 and int(a.seq_index[29]) == 29
+    # seq_index follows SEQRES, so sequence offsets across the unresolved loop count its residues
+    assert a.seqres_index[29].item() == 34 and int(a.seq_index[29]) == 34
+    assert torch.equal(a.seq_index, a.seqres_index)
     assert s.num_nodes == 107 and s.seqres_index[48:50].tolist() == [48, 51]
 
 
@@ -307,3 +309,30 @@ def test_one_epoch_training_on_a_tiny_ec_set(tmp_path, sample_structures, nrpdb)
     assert code == 0
     res = json.loads((out / "metrics.json").read_text())
     assert 0 <= res["test/fmax"] <= 1 and 0 <= res["val/fmax"] <= 1 and "test/aupr" in res
+
+
+# ------------------------------------------------------------------------------------ the seed study, end to end
+def test_go_study_end_to_end_gvp_with_and_without_random_edges(tmp_path, sample_structures, capsys):
+    """``farfield study --dataset go-bp --backbones gvp --strategies none random`` on the chains we have
+    structures for: every arm trains, the report uses the dataset's metric (Fmax) and shows the
+    label-frequency and sequence-composition reference baselines."""
+    import json
+
+    from farfield.cli.main import main
+    go = _write_go(tmp_path / "go")
+    out = tmp_path / "study"
+    rc = main(["study", "--dataset", "go-bp", "--data-path", str(go), "--backbones", "gvp",
+               "--strategies", "none", "random", "--seeds", "2", "--epochs", "2", "--workers", "0",
+               "--out", str(out), "--json", "data.edges=radius:10.0", "data.batch_size=4",
+               "model.backbone_options={hidden: 16, num_layers: 2}",
+               f"data.options={{structures: {sample_structures}, workers: 1, progress: false}}"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["metric"] == "test/fmax" and summary["better"] == "higher"
+    arms = {g["strategy"]: g for g in summary["groups"]}
+    assert set(arms) == {"none", "none-wide", "random"} and all(g["n"] == 2 for g in arms.values())
+    assert arms["random"]["params"] <= arms["none-wide"]["params"]
+    base = next(iter(summary["baselines"].values()))
+    assert set(base) == {"prior", "composition"} and 0 <= base["prior"]["fmax"] <= 1
+    report = (out / "report.md").read_text()
+    assert "Fmax" in report and "label-frequency" in report and "composition" in report

@@ -352,6 +352,8 @@ def test_ddp_metrics_equal_single_process_ones(tmp_path):
     single = evaluate(cfg, out / "checkpoints" / res["best_checkpoint"])
     assert single["test/mae"] == pytest.approx(res["test/mae"], rel=1e-5)
     assert single["test/rmse"] == pytest.approx(res["test/rmse"], rel=1e-5)
+    for k in ("test/pearson", "test/spearman", "test/group_spearman"):    # concatenated states: exact
+        assert single[k] == pytest.approx(res[k], rel=1e-5, abs=1e-7), k
 
 
 @pytest.mark.parametrize("backbone", ["schnet", "painn", "gvp"])

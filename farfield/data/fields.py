@@ -16,6 +16,10 @@ name               shape / dtype        meaning
 ``seq_index``      [N] long             position along the chain (residue level)
 ``backbone``       [N, 4, 3] float      N, CA, C, O (residue level; missing atoms at CA, see mask)
 ``backbone_mask``  [N, 4] bool          which backbone atoms exist
+``seqres_index``   [N] long             position in the chain's SEQRES sequence, counting unresolved
+                                        residues (DeepFRI sets; ``seq_index`` then equals it)
+``component``      [N] long             which structure of a pair a node belongs to (ATOM3D MSP: 0
+                                        original, 1 mutated); each component is its own graph to the model
 ``batch``          [N] long             graph index (added by PyG's Batch)
 =================  ===================  ============================================================
 
@@ -30,7 +34,10 @@ Edge fields (E edges, row 0 = source j, row 1 = target i):
 Graph fields: ``y`` [1, T] float (graph labels), ``name`` (str), ``edge_types`` (str: the edge spec,
 '+'-separated builder specs in ``edge_type`` order), ``graph_key`` [1] long (key for random edge builders),
 ``group`` [1] long (items of one group, e.g. conformers of one sequence, are kept in one split), ``split`` [1]
-long (0 train, 1 val, 2 test: a dataset's official split, used instead of a random one).
+long (0 train, 1 val, 2 test: a dataset's official split, used instead of a random one),
+``baseline_<name>`` [1, F] float (features of a study's reference baseline, e.g. ``baseline_composition``:
+amino-acid or atom-type composition), ``identity`` [1, 5] bool (DeepFRI test chains: below 30/40/50/70/95%
+sequence identity to the training set).
 """
 POS = "pos"
 ATOM_TYPE = "atom_type"
@@ -51,6 +58,10 @@ EDGE_TYPES = "edge_types"
 GRAPH_KEY = "graph_key"
 GROUP = "group"
 SPLIT = "split"
+SEQRES_INDEX = "seqres_index"
+COMPONENT = "component"
+IDENTITY = "identity"
+BASELINE_PREFIX = "baseline_"
 
 NODE_FIELDS = (POS, ATOM_TYPE, RES_TYPE, X_S, X_V, CHAIN_INDEX, RESIDUE_INDEX, SEQ_INDEX, BACKBONE, BACKBONE_MASK)
 EDGE_FIELDS = (EDGE_INDEX, EDGE_TYPE, EDGE_S)

@@ -206,6 +206,8 @@ class ShardedGraphStore:
         self._starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         if int(self._starts[-1]) != self.manifest["count"] or len(self.index["num_nodes"]) != self.manifest["count"]:
             raise InputError(man, "cache manifest and index disagree on the number of graphs")
+        # which shard holds each item: samplers shuffle shard by shard so that an epoch loads each shard once
+        self.index["shard"] = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
         for s in self.manifest["shards"]:
             p = self.folder / s["file"]
             if not p.is_file():

@@ -36,7 +36,10 @@ data module builds the edges from ``data.edges``, so no edges are stored):
 ``seqres_index``           [N] long         position of each residue in the chain's SEQRES sequence
                                             (:func:`farfield.datasets.structures.seqres_index`; the author
                                             numbering when the file records no SEQRES), so sequence
-                                            separations across unresolved loops stay right
+                                            separations across unresolved loops stay right; ``seq_index``
+                                            is set to it (sequence-offset edge features and ``seq:`` edges
+                                            use it; the ``ca_seq`` node encoding still counts resolved
+                                            residues)
 ``y``                      [1, C] float     multi-hot labels (C = 538 for EC)
 ``split``                  [1] long         official split: 0 train, 1 valid, 2 test
 ``identity``               [1, 5] bool      test chains: below 30/40/50/70/95 % identity to training
@@ -65,6 +68,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from farfield.data import fields as F
 from farfield.datasets.cache import GraphCache, GraphSubset, parallel_map
 from farfield.datasets.download import cache_root, is_offline
 from farfield.datasets.structures import (BASE_URLS, StructureIndex, fetch_structures, load_chain, read_seqres,
@@ -247,6 +251,8 @@ def _featurise(item, config: dict):
     if idx is None:                      # no SEQRES: author numbering when it increases, else the order
         idx = numbers - numbers[0] if numbers is not None else np.arange(len(res))
     g.seqres_index = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    # sequence offsets (seq-offset edge features, seq: edges) count unresolved residues too
+    g[F.SEQ_INDEX] = g.seqres_index.clone()
     y = torch.zeros(1, n_classes)
     y[0, list(labels)] = 1.0
     g.y = y

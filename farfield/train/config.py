@@ -6,14 +6,15 @@ with dotted keys (``optim.lr=1e-3``, ``model.long_range=ewald``), values parsed 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from farfield._config import check_keys
 from farfield.errors import ConfigError
 from farfield.models.config import ModelConfig
 
-__all__ = ["DataConfig", "TaskConfig", "OptimConfig", "RunConfig", "TrainConfig", "TASKS", "apply_overrides",
+__all__ = ["DataConfig", "TaskConfig", "TASK_METRICS", "resolve_task", "OptimConfig", "RunConfig", "TrainConfig",
+           "TASKS", "apply_overrides",
            "load_config"]
 
 TASKS = ("graph_regression", "node_regression", "binary", "multiclass", "multilabel")
@@ -91,21 +92,91 @@ class DataConfig:
             raise ConfigError(f"data.options must be a mapping of loader options, got {self.options!r}")
 
 
+#: metric names a task kind reports (the first is the default monitor) and whether higher is better
+TASK_METRICS = {
+    "graph_regression": {"mae": False, "rmse": False, "pearson": True, "spearman": True, "group_spearman": True},
+    "node_regression": {"mae": False, "rmse": False, "pearson": True, "spearman": True},
+    "binary": {"auroc": True, "acc": True},
+    "multiclass": {"acc": True},
+    "multilabel": {"ap": True, "fmax": True, "aupr": True, "f1": True},
+}
+#: legacy task names in loaders' ``info`` (LRGB's ``"regression"``)
+_TASK_ALIASES = {"regression": "graph_regression"}
+
+
 @dataclass(frozen=True)
 class TaskConfig:
-    """``kind``: one of :data:`TASKS`; ``num_outputs`` targets / classes; ``pooling`` for graph tasks;
-    ``standardize`` regression targets with the training mean and std."""
+    """``kind``: one of :data:`TASKS`, or ``auto`` (default): the task the dataset's loader defines in
+    ``info["task"]`` (:func:`farfield.datasets.dataset_info`), else ``graph_regression``; ``num_outputs``
+    targets / classes (None: the dataset's, else the width of the loaded targets; an explicit value that
+    contradicts the loaded targets is a :class:`ConfigError` at training time); ``pooling`` for graph tasks; ``standardize`` regression targets with the training
+    mean and std; ``monitor``: the validation metric that selects the best checkpoint (None: the dataset's
+    ``info["task"]["monitor"]``, else the kind's default, e.g. ``mae`` or ``ap``).
 
-    kind: str = "graph_regression"
-    num_outputs: int = 1
+    ``noisy_nodes`` (lambda, 0 = off) and ``noise_std`` (sigma, Angstrom): Noisy Nodes (Godwin et al., ICLR
+    2022): training inputs get positions ``x + sigma * eps``, ``eps ~ N(0, I)``, and an equivariant node head
+    predicts ``eps``; loss = main loss + lambda * MSE(eps_hat, eps). sigma 0.02 A is the paper's QM9 value.
+
+    A config keeps what the user asked for (``auto`` / None) in :meth:`TrainConfig.to_dict`; the attributes
+    hold the values resolved against ``data.dataset`` (see :meth:`TrainConfig.__post_init__`)."""
+
+    kind: str = "auto"
+    num_outputs: int | None = None
     pooling: str = "sum"
     standardize: bool = True
+    monitor: str | None = None
+    noisy_nodes: float = 0.0
+    noise_std: float = 0.02
 
     def __post_init__(self):
-        _choice("task.kind", self.kind, TASKS)
+        _choice("task.kind", self.kind, TASKS + ("auto",))
         _choice("task.pooling", self.pooling, ("sum", "mean", "max"))
-        _integer("task.num_outputs", self.num_outputs, 1)
+        if self.num_outputs is not None:
+            _integer("task.num_outputs", self.num_outputs, 1)
         _boolean("task.standardize", self.standardize)
+        _positive("task.noisy_nodes", self.noisy_nodes, allow_zero=True)
+        _positive("task.noise_std", self.noise_std)
+        _string("task.monitor", self.monitor, optional=True)
+        if self.monitor is not None and self.kind != "auto" and self.monitor not in TASK_METRICS[self.kind]:
+            raise ConfigError(f"task.monitor must be one of {list(TASK_METRICS[self.kind])} for task.kind="
+                              f"{self.kind}, got {self.monitor!r}")
+        if not hasattr(self, "_requested"):
+            object.__setattr__(self, "_requested", {k: getattr(self, k) for k in _AUTO_KEYS})
+
+    @property
+    def requested(self) -> dict:
+        """The values of ``kind`` / ``num_outputs`` / ``monitor`` as the user gave them (``auto`` / None)."""
+        return dict(self._requested)
+
+    def resolve(self, info: dict | None = None, default_target: bool = True) -> "TaskConfig":
+        """This config with ``kind`` / ``num_outputs`` / ``monitor`` filled from a loader's ``info`` (its
+        ``task`` entry: ``{"kind", "num_outputs", "monitor"}``, or a kind name with ``num_outputs`` beside it).
+        The dataset's ``num_outputs`` applies to its default target only (``default_target``)."""
+        req = self._requested
+        t = (info or {}).get("task")
+        if isinstance(t, str):
+            t = {"kind": t, "num_outputs": (info or {}).get("num_outputs")}
+        t = dict(t or {})
+        d_kind = _TASK_ALIASES.get(t.get("kind"), t.get("kind"))
+        if d_kind is not None and d_kind not in TASKS:
+            raise ConfigError(f"the dataset's info names task kind {t.get('kind')!r}, not one of {list(TASKS)}")
+        kind = req["kind"] if req["kind"] != "auto" else (d_kind or "graph_regression")
+        same = d_kind == kind
+        d_out = t.get("num_outputs") if same and default_target else None
+        n = req["num_outputs"]
+        # an explicit value wins here (a user's file may define another number of classes than the dataset's
+        # published one); the trainer checks it against the targets' width once the data is loaded
+        n = n if n is not None else int(d_out) if d_out is not None else 1
+        monitor = req["monitor"] if req["monitor"] is not None else (t.get("monitor") if same else None)
+        if monitor is not None and monitor not in TASK_METRICS[kind]:
+            raise ConfigError(f"task.monitor must be one of {list(TASK_METRICS[kind])} for task.kind={kind}, got "
+                              f"{monitor!r}")
+        out = replace(self, kind=kind, num_outputs=n, monitor=monitor)
+        object.__setattr__(out, "_requested", dict(req))
+        return out
+
+
+_AUTO_KEYS = ("kind", "num_outputs", "monitor")
 
 
 @dataclass(frozen=True)
@@ -157,6 +228,9 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
+    def __post_init__(self):
+        object.__setattr__(self, "task", resolve_task(self.task, self.data))
+
     @classmethod
     def from_dict(cls, d: dict | None) -> "TrainConfig":
         d = d or {}
@@ -182,10 +256,34 @@ class TrainConfig:
                 kw[name] = sec(**v)
         return cls(**kw)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, resolved: bool = False) -> dict:
+        """The config as plain data. ``resolved=False`` keeps ``task.kind`` / ``num_outputs`` / ``monitor`` as
+        the user gave them (``auto`` / None: re-resolved when the dataset changes); ``resolved=True`` gives
+        the values this config trains with (what :func:`farfield.train.run.config_hash` sees)."""
         d = asdict(self)
         d["data"]["split"] = list(self.data.split)
+        if not resolved:
+            d["task"].update(self.task.requested)
         return d
+
+
+def resolve_task(task: TaskConfig, data: DataConfig) -> TaskConfig:
+    """``task`` resolved against the loader of ``data.dataset`` (:meth:`TaskConfig.resolve`); the dataset's
+    ``num_outputs`` counts for its default target (``data.target`` None, ``'all'`` or the loader's
+    ``default_target``)."""
+    from farfield.datasets import DATASETS, dataset_info
+    info = dataset_info(data.dataset)
+    default, task_for = None, None
+    try:
+        default = getattr(DATASETS[data.dataset], "default_target", None)
+        task_for = getattr(DATASETS[data.dataset], "task_for", None)
+    except (ImportError, AttributeError):
+        pass
+    if task_for is not None and data.path is not None and task.requested["kind"] == "auto":
+        # datasets whose task depends on the user's files (``folder``: the label CSV) say it themselves
+        info = {**info, "task": task_for(data.path, target=data.target, **dict(data.options))}
+        return task.resolve(info, default_target=True)
+    return task.resolve(info, default_target=data.target in (None, "all", default))
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:

@@ -1,5 +1,7 @@
-"""Data for training: dataset loading, edges per strategy (random long-range edges resampled every epoch),
-fixed splits (by group where the dataset has groups), target scaling and batches bounded by total atoms."""
+"""Data for training: dataset loading (lists or lazy graph sequences), edges per strategy (random long-range
+edges resampled every epoch; per component for pair items), fixed splits (official, or by group where the
+dataset has groups), target scaling, Noisy Nodes position noise on training items, and batches bounded by
+total atoms."""
 from __future__ import annotations
 
 import copy
@@ -14,13 +16,16 @@ from torch_geometric.loader import DataLoader
 
 from farfield.data import fields as F
 from farfield.data.splits import split_indices
-from farfield.errors import InputError
+from farfield.errors import ConfigError, InputError
 from farfield.graphs import GraphBuilder, parse_edge_spec
 
-__all__ = ["AtomBudgetBatchSampler", "GraphDataModule", "EpochEdges", "MarkPadded", "split_indices", "BASELINE_PREFIX"]
+__all__ = ["AtomBudgetBatchSampler", "GraphDataModule", "EpochEdges", "LazySplit", "MarkPadded", "build_edges",
+           "split_indices", "BASELINE_PREFIX", "COMPONENT"]
 
 #: graph / node attributes holding the features of a reference baseline (``baseline_<name>``)
 BASELINE_PREFIX = "baseline_"
+#: node field [N] of pair items: 0 = the original structure, 1 = the mutated one (ATOM3D MSP)
+COMPONENT = "component"
 
 
 class AtomBudgetBatchSampler(Sampler):
@@ -32,17 +37,30 @@ class AtomBudgetBatchSampler(Sampler):
     run at least one batch, but the copies carry indices shifted by ``len(sizes)``: :class:`MarkPadded` turns
     them into graphs with ``eval_weight`` 0, which the metrics leave out, so every graph counts exactly once."""
 
-    def __init__(self, sizes, batch_size: int, max_atoms: int, shuffle: bool, seed: int = 0, pad: bool = True):
+    def __init__(self, sizes, batch_size: int, max_atoms: int, shuffle: bool, seed: int = 0, pad: bool = True,
+                 blocks=None):
         self.sizes = np.asarray(sizes)
         self.batch_size, self.max_atoms, self.shuffle, self.seed, self.pad = batch_size, max_atoms, shuffle, seed, pad
+        #: optional block id per item (the shard of a lazy store): shuffling permutes the blocks, then the items
+        #: within each block, so that an epoch reads every shard once instead of once per item
+        self.blocks = None if blocks is None else np.asarray(blocks)
         self.epoch = 0
+
+    def _order(self) -> np.ndarray:
+        n = len(self.sizes)
+        if not self.shuffle:
+            return np.arange(n)
+        rng = np.random.default_rng(self.seed + self.epoch)
+        if self.blocks is None:
+            return rng.permutation(n)
+        ids = np.unique(self.blocks)
+        return np.concatenate([rng.permutation(np.flatnonzero(self.blocks == b)) for b in rng.permutation(ids)])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _batches(self) -> list[list[int]]:
-        order = (np.random.default_rng(self.seed + self.epoch).permutation(len(self.sizes)) if self.shuffle
-                 else np.arange(len(self.sizes)))
+        order = self._order()
         out, cur, atoms = [], [], 0
         for i in order:
             s = int(self.sizes[i])
@@ -93,17 +111,48 @@ class MarkPadded(Dataset):
         return g
 
 
+def build_edges(builder: GraphBuilder, g, pair: bool = False):
+    """Store ``builder``'s edges (``edge_index``, ``edge_type``) on ``g``; with ``pair`` each component
+    (node field :data:`COMPONENT`, sorted: original nodes first) is built as its own graph, so that no edge
+    crosses the two structures (graph keys ``2 k`` and ``2 k + 1`` for a graph of key ``k``)."""
+    if not pair:
+        return builder.apply(g)
+    comp = getattr(g, COMPONENT, None)
+    name = str(getattr(g, F.NAME, "graph"))
+    if comp is None:
+        raise InputError(name, "a pair dataset's graphs need the node field 'component' (0 original, 1 mutated)")
+    comp = comp.reshape(-1).long()
+    if comp.numel() != g.num_nodes or (comp.numel() and (bool((comp[1:] < comp[:-1]).any())
+                                                         or not set(comp.unique().tolist()) <= {0, 1})):
+        raise InputError(name, "'component' must be 0 (original) then 1 (mutated) per node, sorted")
+    if not (bool((comp == 0).any()) and bool((comp == 1).any())):
+        raise InputError(name, "a pair item needs both structures (component 0 and component 1 nodes)")
+    key = getattr(g, F.GRAPH_KEY, None)
+    key = None if key is None else torch.stack([key.reshape(-1)[0] * 2, key.reshape(-1)[0] * 2 + 1])
+    e = builder(g.pos, comp, getattr(g, F.CHAIN_INDEX, None), key)
+    g.edge_index, g.edge_type = e.edge_index, e.edge_type
+    return g
+
+
 class EpochEdges(Dataset):
-    """Graphs whose edges include random long-range edges drawn anew every epoch.
+    """Graphs whose edges include random long-range edges drawn anew every epoch (and, for Noisy Nodes,
+    whose positions get fresh noise every epoch).
 
-    ``graphs`` carry their fixed (local) edges already; ``builder`` is the full :class:`GraphBuilder` (local +
-    random). Item i of epoch e is graph i with the builder's random parts seeded by ``(seed, e)`` (the random
-    builder itself keys each graph by ``graph_key``), so a run sees fresh long-range edges every epoch and the
-    same ones when it is repeated or resumed. ``epoch_of()`` returns the epoch (None: a fixed draw, for
-    evaluation)."""
+    ``graphs`` (a list, or a :class:`LazySplit` whose items are loaded on access) carry their fixed (local)
+    edges already; ``builder`` is the full :class:`GraphBuilder` (local + random). Item i of epoch e is
+    graph i with the builder's random parts seeded by ``(seed, e)`` (the random builder itself keys each
+    graph by ``graph_key``), so a run sees fresh long-range edges every epoch and the same ones when it is
+    repeated or resumed. ``epoch_of()`` returns the epoch (None: a fixed draw, for evaluation).
 
-    def __init__(self, graphs, builder: GraphBuilder, seed: int, epoch_of):
+    ``noise_std`` > 0: positions become ``pos + noise_std * eps`` with ``eps`` drawn from ``(seed, epoch,
+    i)`` and stored as ``noise_target`` (:func:`farfield.models.denoising.add_position_noise`; Godwin et al.
+    2022); all edges are then built on the noisy positions. ``pair``: edges per component
+    (:func:`build_edges`)."""
+
+    def __init__(self, graphs, builder: GraphBuilder, seed: int, epoch_of, noise_std: float = 0.0,
+                 pair: bool = False):
         self.graphs, self.builder, self.seed, self.epoch_of = graphs, builder, int(seed), epoch_of
+        self.noise_std, self.pair = float(noise_std), bool(pair)
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -115,113 +164,294 @@ class EpochEdges(Dataset):
         return GraphBuilder(parts, self_loops=self.builder.self_loops)
 
     def __getitem__(self, i):
-        g = copy.copy(self.graphs[i])
-        self.builder_for(self.epoch_of()).apply(g)
-        return g
+        raw = getattr(self.graphs, "raw", None)
+        g = copy.copy(raw(i) if raw is not None else self.graphs[i])
+        epoch = self.epoch_of()
+        if self.noise_std > 0:
+            from farfield.models.denoising import add_position_noise
+            gen = torch.Generator().manual_seed(
+                hash((self.seed, -1 if epoch is None else int(epoch), int(i))) & 0x7FFFFFFFFFFF)
+            g = add_position_noise(g, self.noise_std, gen)
+        if self.builder is None:
+            return g
+        return build_edges(self.builder_for(epoch), g, self.pair)
+
+
+class LazySplit(Dataset):
+    """The items ``indices`` of a lazy graph sequence (``seq[i]`` loads one graph), loaded on access and
+    given edges by ``builder`` (the fixed, non-random part of the edge spec; ``None``: the graphs bring
+    their own). ``sizes`` [n] are the node counts from ``seq.index['num_nodes']``; slicing gives a list;
+    :meth:`raw` returns an item without building edges."""
+
+    def __init__(self, seq, indices, builder: GraphBuilder | None, pair: bool = False):
+        self.seq, self.indices, self.builder, self.pair = seq, np.asarray(indices, dtype=np.int64), builder, pair
+        self.sizes = np.asarray(seq.index["num_nodes"], dtype=np.int64)[self.indices]
+        shard = seq.index.get("shard") if isinstance(seq.index, dict) else None
+        #: the shard of each item when the sequence says (block shuffling), else None
+        self.blocks = None if shard is None else np.asarray(shard, dtype=np.int64)[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def raw(self, i: int):
+        return self.seq[int(self.indices[i])]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        g = self.raw(i)
+        return g if self.builder is None else build_edges(self.builder, copy.copy(g), self.pair)
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
+
+    def __add__(self, other):
+        return list(self) + list(other)
+
+    def __radd__(self, other):
+        return list(other) + list(self)
+
+
+def limited(n: int, limit: int, official=None) -> np.ndarray:
+    """Indices of the items ``data.limit`` keeps (all when ``limit`` is 0): the first ``limit`` items, or with
+    an official split (``official`` [n] of 0/1/2) the first items of each split in proportion to its size, so
+    that a slice of an ordered corpus (training chains first) still has validation and test items."""
+    if not limit or limit >= n:
+        return np.arange(n)
+    if official is None:
+        return np.arange(limit)
+    official = np.asarray(official)
+    parts = [np.flatnonzero(official == k) for k in range(3)]
+    quota = [math.ceil(limit * len(p) / n) if len(p) else 0 for p in parts]
+    while sum(quota) > limit:                                # ceil may overshoot by a few: trim the largest
+        quota[int(np.argmax(quota))] -= 1
+    return np.sort(np.concatenate([p[:q] for p, q in zip(parts, quota)]))
 
 
 def _has_random(builder: GraphBuilder) -> bool:
     return any(b.kind == "random" for b in builder.builders)
 
 
+def _first(x) -> int:
+    return int(x.reshape(-1)[0])
+
+
 class GraphDataModule(L.LightningDataModule):
     """Loads ``config.data.dataset``, builds edges with ``edge_spec`` (the local spec as changed by the
     model's long-range strategy), splits, and scales regression targets with the training statistics.
 
-    The split is drawn with ``data.split_seed`` and is the same for every run seed; when every graph has a
-    ``group`` (e.g. the conformers of one sequence) whole groups go to one split. Random long-range edges are
-    resampled every training epoch from the run ``seed`` (:class:`EpochEdges`); evaluation uses one fixed draw.
+    The split is the dataset's official one when every graph has ``split``; otherwise it is drawn with
+    ``data.split_seed`` and is the same for every run seed; when every graph has a ``group`` (e.g. the
+    conformers of one sequence) whole groups go to one split. Random long-range edges are resampled every
+    training epoch from the run ``seed`` (:class:`EpochEdges`); evaluation uses one fixed draw.
 
-    After :meth:`setup`: ``train`` / ``val`` / ``test`` lists of Data, ``target_mean`` / ``target_std``,
-    ``max_edge_length`` (for strategies that need a spanning radial basis: the longest edge, or for random
-    edges the longest intra-graph distance), ``input_spec`` and ``baselines`` (names of the reference-baseline
-    features the dataset provides)."""
+    Lazy datasets: a loader may return, instead of a list, a lazy graph sequence (``len(seq)``, ``seq[i]``
+    loads one graph, ``seq.index``: per-item ``num_nodes`` and optionally ``split`` / ``group`` arrays). The
+    split and the batches then come from the index without loading graphs; edges are built per item on
+    access (:class:`LazySplit`); target mean / std and ``max_edge_length`` come from one streaming pass.
 
-    def __init__(self, data_cfg, edge_spec: str, seed: int = 0, standardize: bool = True):
+    Pair datasets (loader ``info['pair']``): each item holds two structures (node field ``component``);
+    edges are built per component, never across (:func:`build_edges`).
+
+    After :meth:`setup`: ``train`` / ``val`` / ``test`` (lists of Data, or :class:`LazySplit`),
+    ``target_mean`` / ``target_std``, ``max_edge_length`` (for strategies that need a spanning radial basis:
+    the longest edge, or for random edges the longest intra-graph distance), ``input_spec``, ``baselines``
+    (names of the reference-baseline features the dataset provides), ``grouped`` (every graph has a
+    ``group``), ``pair``, ``has_positions``. :meth:`with_noise` gives the Noisy Nodes view of the same data."""
+
+    def __init__(self, data_cfg, edge_spec: str, seed: int = 0, standardize: bool = True, noise_std: float = 0.0):
         super().__init__()
         self.cfg, self.edge_spec, self.seed, self.standardize = data_cfg, edge_spec, seed, standardize
+        self.noise_std = float(noise_std)
         self._ready = False
+
+    def with_noise(self, noise_std: float) -> "GraphDataModule":
+        """A shallow copy (sharing the loaded graphs) whose training batches carry position noise of std
+        ``noise_std`` Angstrom and its draw ``noise_target`` (Noisy Nodes, Godwin et al. 2022); validation
+        and test batches stay clean. Raises :class:`ConfigError` for datasets without coordinates."""
+        self.setup()
+        if noise_std > 0 and not self.has_positions:
+            raise ConfigError(f"task.noisy_nodes needs 3D coordinates; dataset {self.cfg.dataset!r} has none (a 2D "
+                              "graph dataset)")
+        out = copy.copy(self)
+        out.noise_std = float(noise_std)
+        return out
 
     def setup(self, stage: str | None = None) -> None:
         if self._ready:
             return
         from farfield.datasets import DATASETS
-        from farfield.models import InputSpec
 
         kw = {"hydrogens": self.cfg.hydrogens, **dict(self.cfg.options)}
         if self.cfg.target is not None:
             kw["target"] = self.cfg.target
         loader = DATASETS[self.cfg.dataset]
         graphs = loader(self.cfg.path, **kw)
+        info = getattr(loader, "info", {}) or {}
         #: 2D datasets come with their own edges (bonds): no edge spec is applied to them
-        self.provides_edges = bool(getattr(loader, "info", {}).get("provides_edges", False))
-        if self.cfg.limit:
-            graphs = graphs[: self.cfg.limit]
-        if len(graphs) < 3:
-            raise InputError(self.cfg.path or self.cfg.dataset, f"has {len(graphs)} samples; need at least 3 to split")
+        self.provides_edges = bool(info.get("provides_edges", False))
+        self.pair = bool(info.get("pair", False))
         self.builder = parse_edge_spec(self.edge_spec)
         self.random = _has_random(self.builder) and not self.provides_edges
         if self.provides_edges and self.edge_spec != self.cfg.edges:
-            from farfield.errors import ConfigError
             raise ConfigError(f"dataset {self.cfg.dataset!r} provides its own edges (bonds); graph strategies that "
                               f"change the edge spec ({self.edge_spec!r}) do not apply to it")
-        fixed = GraphBuilder([b for b in self.builder.builders if b.kind != "random"], self_loops=self.builder.self_loops) \
-            if self.random else self.builder
-        longest = 0.0
-        for g in graphs:
-            if (g.pos is not None and not torch.isfinite(g.pos).all()) or not torch.isfinite(g.x_s).all() \
-                    or not torch.isfinite(g.y).all():
-                raise InputError(str(g.name), "contains NaN or infinite values")
-            if self.provides_edges:
-                continue
-            if self.random:
-                longest = max(longest, float(torch.pdist(g.pos.double()).max()) if g.num_nodes > 1 else 0.0)
-                EpochEdges([g], self.builder, self.seed, lambda: None)[0]      # validates; fixed draw below
-                self.builder.apply(g)           # a fixed draw, for direct use of the lists (loaders redraw)
-            else:
-                fixed.apply(g)
-                if g.edge_index.shape[1]:
-                    src, tgt = g.edge_index
-                    longest = max(longest, float((g.pos[src] - g.pos[tgt]).norm(dim=-1).max()))
-        self.max_edge_length = longest
-        groups = [getattr(g, F.GROUP, None) for g in graphs]
-        groups = None if any(x is None for x in groups) else np.array([int(x.reshape(-1)[0]) for x in groups])
-        official = [getattr(g, F.SPLIT, None) for g in graphs]
-        if all(x is not None for x in official):       # the dataset's official split
-            official = np.array([int(x.reshape(-1)[0]) for x in official])
-            tr, va, te = (np.flatnonzero(official == k) for k in range(3))
+        self.fixed = GraphBuilder([b for b in self.builder.builders if b.kind != "random"],
+                                  self_loops=self.builder.self_loops) if self.random else self.builder
+        if isinstance(graphs, list):
+            self._setup_list(graphs)
         else:
-            tr, va, te = split_indices(len(graphs), self.cfg.split, self.cfg.split_seed, groups)
-        self.train, self.val, self.test = ([graphs[i] for i in idx] for idx in (tr, va, te))
+            self._setup_lazy(graphs)
+        self._ready = True
+
+    def _where(self) -> str:
+        return self.cfg.path or self.cfg.dataset
+
+    def _check(self, g) -> None:
+        if (g.pos is not None and not torch.isfinite(g.pos).all()) or not torch.isfinite(g.x_s).all() \
+                or not torch.isfinite(g.y).all():
+            raise InputError(str(g.name), "contains NaN or infinite values")
+
+    def _longest(self, g, build: bool) -> float:
+        """The longest edge of ``g`` (building its edges in place when ``build``), or for random edges its
+        longest intra-graph distance."""
+        if self.provides_edges:
+            return 0.0
+        if self.random:
+            pos = g.pos.double()
+            if self.pair:
+                comp = getattr(g, COMPONENT).reshape(-1)
+                return max(float(torch.pdist(pos[comp == c]).max()) if int((comp == c).sum()) > 1 else 0.0
+                           for c in (0, 1))
+            return float(torch.pdist(pos).max()) if g.num_nodes > 1 else 0.0
+        if build:
+            build_edges(self.fixed, g, self.pair)
+        if g.edge_index is None or not g.edge_index.shape[1]:
+            return 0.0
+        src, tgt = g.edge_index
+        return float((g.pos[src] - g.pos[tgt]).norm(dim=-1).max())
+
+    def _split(self, n: int, groups, official):
+        if official is not None:                        # the dataset's official split
+            return tuple(np.flatnonzero(official == k) for k in range(3))
+        return split_indices(n, self.cfg.split, self.cfg.split_seed, groups)
+
+    def _check_parts(self, n: int, groups) -> None:
         unit = "groups" if groups is not None else "items"
-        n_units = len(np.unique(groups)) if groups is not None else len(graphs)
+        n_units = len(np.unique(groups)) if groups is not None else n
         for name, part in (("training", self.train), ("validation", self.val)):
-            if not part:
-                raise InputError(self.cfg.path or self.cfg.dataset,
+            if not len(part):
+                raise InputError(self._where(),
                                  f"the {name} split is empty ({n_units} {unit} split {list(self.cfg.split)}); use "
                                  "more data (data.limit) or larger fractions (data.split)")
+
+    def _setup_list(self, graphs) -> None:
+        from farfield.models import InputSpec
+        if self.cfg.limit:
+            official = [getattr(g, F.SPLIT, None) for g in graphs]
+            official = np.array([_first(x) for x in official]) if all(x is not None for x in official) else None
+            graphs = [graphs[i] for i in limited(len(graphs), self.cfg.limit, official)]
+        if len(graphs) < 3:
+            raise InputError(self._where(), f"has {len(graphs)} samples; need at least 3 to split")
+        longest = 0.0
+        for g in graphs:
+            self._check(g)
+            if self.random:
+                longest = max(longest, self._longest(g, False))
+                EpochEdges([g], self.builder, self.seed, lambda: None, pair=self.pair)[0]   # validates
+                build_edges(self.builder, g, self.pair)   # a fixed draw, for direct use of the lists (loaders redraw)
+            elif not self.provides_edges:
+                longest = max(longest, self._longest(g, True))
+        self.max_edge_length = longest
+        groups = [getattr(g, F.GROUP, None) for g in graphs]
+        groups = None if any(x is None for x in groups) else np.array([_first(x) for x in groups])
+        official = [getattr(g, F.SPLIT, None) for g in graphs]
+        official = np.array([_first(x) for x in official]) if all(x is not None for x in official) else None
+        tr, va, te = self._split(len(graphs), groups, official)
+        self.train, self.val, self.test = ([graphs[i] for i in idx] for idx in (tr, va, te))
+        self._check_parts(len(graphs), groups)
+        self.grouped = groups is not None
         y = torch.cat([g.y for g in self.train])
         self.target_mean = y.mean(0) if self.standardize else torch.zeros(y.shape[1])
-        self.target_std = y.std(0).clamp(min=1e-8) if self.standardize else torch.ones(y.shape[1])
+        # one training graph has no spread: scale 1 (std would be NaN)
+        self.target_std = torch.nan_to_num(y.std(0), nan=1.0).clamp(min=1e-8) if self.standardize \
+            else torch.ones(y.shape[1])
         self.input_spec = InputSpec.from_data(graphs[0])
+        self.has_positions = all(g.pos is not None for g in graphs) and not self.provides_edges
         self.baselines = sorted(k[len(BASELINE_PREFIX):] for k in graphs[0].keys() if k.startswith(BASELINE_PREFIX))
-        self._ready = True
+
+    def _setup_lazy(self, seq) -> None:
+        """Split from ``seq.index`` and one streaming pass (checks, longest edge, training target moments);
+        no graph is kept."""
+        from farfield.models import InputSpec
+        index = getattr(seq, "index", None)
+        if not isinstance(index, dict) or "num_nodes" not in index:
+            raise InputError(self._where(), "a lazy dataset must have an 'index' dict with per-item 'num_nodes' "
+                                            f"(got {type(seq).__name__} without one); loaders return a list or a "
+                                            "lazy graph sequence")
+        n = len(seq)
+        index = {k: np.asarray(v) for k, v in index.items()}
+        for k, v in index.items():
+            if k in ("num_nodes", "split", "group") and v.shape != (n,):
+                raise InputError(self._where(), f"index[{k!r}] has shape {v.shape}, expected ({n},)")
+        keep = limited(n, self.cfg.limit, index["split"] if "split" in index else None)
+        if len(keep) < 3:
+            raise InputError(self._where(), f"has {len(keep)} samples; need at least 3 to split")
+        groups = index["group"][keep].astype(np.int64) if "group" in index else None
+        official = index["split"][keep].astype(np.int64) if "split" in index else None
+        tr, va, te = (keep[i] for i in self._split(len(keep), groups, official))
+        builder = None if self.provides_edges else self.fixed
+        self.train, self.val, self.test = (LazySplit(seq, idx, builder, self.pair) for idx in (tr, va, te))
+        self._check_parts(len(keep), groups)
+        self.grouped = groups is not None
+        is_train = np.zeros(n, dtype=bool)
+        is_train[tr] = True
+        longest, count, s1, s2, first, positions = 0.0, 0, None, None, None, True
+        for i in keep:                                  # the one streaming pass
+            g = copy.copy(seq[int(i)])
+            self._check(g)
+            if first is None:
+                first = g
+            positions = positions and g.pos is not None
+            longest = max(longest, self._longest(g, True))
+            if is_train[i]:
+                y = g.y.double().reshape(-1, g.y.shape[-1])
+                s1 = y.sum(0) if s1 is None else s1 + y.sum(0)
+                s2 = (y * y).sum(0) if s2 is None else s2 + (y * y).sum(0)
+                count += y.shape[0]
+        self.max_edge_length = longest
+        mean = s1 / count
+        var = (s2 - count * mean * mean) / max(count - 1, 1)           # unbiased, as torch.std
+        self.target_mean = mean.float() if self.standardize else torch.zeros(mean.shape[0])
+        self.target_std = var.clamp(min=0).sqrt().clamp(min=1e-8).float() if self.standardize \
+            else torch.ones(mean.shape[0])
+        self.input_spec = InputSpec.from_data(first)
+        self.has_positions = positions and not self.provides_edges
+        self.baselines = sorted(k[len(BASELINE_PREFIX):] for k in first.keys() if k.startswith(BASELINE_PREFIX))
 
     def baseline_arrays(self, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """(features, targets) of reference baseline ``name`` per split, rows aligned with ``y``."""
         key = BASELINE_PREFIX + name
-        return {s: (torch.cat([g[key] for g in gs]).double().numpy() if gs else np.zeros((0, 1)),
-                    torch.cat([g.y for g in gs]).double().numpy() if gs else np.zeros((0, 1)))
-                for s, gs in (("train", self.train), ("val", self.val), ("test", self.test))}
+        out = {}
+        for s, gs in (("train", self.train), ("val", self.val), ("test", self.test)):
+            gs = [gs.raw(i) for i in range(len(gs))] if isinstance(gs, LazySplit) else gs
+            out[s] = (torch.cat([g[key] for g in gs]).double().numpy() if gs else np.zeros((0, 1)),
+                      torch.cat([g.y for g in gs]).double().numpy() if gs else np.zeros((0, 1)))
+        return out
 
     def _loader(self, graphs, shuffle: bool) -> DataLoader:
-        if not graphs:
+        if not len(graphs):
             return DataLoader([], batch_size=1)
-        sampler = AtomBudgetBatchSampler([g.num_nodes for g in graphs], self.cfg.batch_size, self.cfg.max_atoms,
-                                         shuffle, self.seed, pad=shuffle)
+        lazy = isinstance(graphs, LazySplit)
+        sizes = graphs.sizes if lazy else [g.num_nodes for g in graphs]
+        sampler = AtomBudgetBatchSampler(sizes, self.cfg.batch_size, self.cfg.max_atoms, shuffle, self.seed,
+                                         pad=shuffle, blocks=graphs.blocks if lazy else None)
         data = graphs
-        if self.random:
-            data = EpochEdges(graphs, self.builder, self.seed, (lambda: sampler.epoch) if shuffle else (lambda: None))
+        noise = self.noise_std if shuffle else 0.0
+        if self.random or noise > 0:
+            builder = self.builder if not self.provides_edges else None
+            data = EpochEdges(graphs, builder, self.seed, (lambda: sampler.epoch) if shuffle else (lambda: None),
+                              noise_std=noise, pair=self.pair)
         if not shuffle:
             data = MarkPadded(data)
         return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers)

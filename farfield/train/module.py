@@ -1,33 +1,108 @@
-"""The Lightning module: backbone (+ long-range strategy) -> task head -> loss and torchmetrics metrics."""
+"""The Lightning module: backbone (+ long-range strategy) -> task head -> loss and torchmetrics metrics
+(+ the Noisy Nodes denoising head, pair items, LapPE sign flips)."""
 from __future__ import annotations
+
+import copy
 
 import lightning as L
 import torch
 import torchmetrics
 from torch import nn
 
-from farfield.errors import FarfieldError
+from farfield.data import fields as F
+from farfield.errors import ConfigError, FarfieldError, InputError
+from farfield.models.denoising import NOISE_TARGET, DenoisingHead, denoising_loss
 from farfield.models.readout import pool
+from farfield.train.config import TASK_METRICS
+from farfield.train.data import COMPONENT
 from farfield.nn.mlp import MLP
 
-__all__ = ["TaskModule", "NonFiniteLossError", "LabelAveragePrecision"]
+__all__ = ["TaskModule", "NonFiniteLossError", "LabelAveragePrecision", "NumpyMetric", "MONITOR"]
+
+
+def _name(batch) -> str:
+    n = getattr(batch, F.NAME, None)
+    return n if isinstance(n, str) else (str(n[0]) if isinstance(n, (list, tuple)) and n else "batch")
 
 
 class NonFiniteLossError(FarfieldError):
     """The training loss became NaN or infinite."""
 
 
-def _metrics(kind: str, n: int) -> torchmetrics.MetricCollection:
+def _metrics(kind: str, n: int, grouped: bool = False) -> torchmetrics.MetricCollection:
+    """The metrics of task ``kind`` (names as in :data:`farfield.train.config.TASK_METRICS`)."""
     if kind in ("graph_regression", "node_regression"):
-        return torchmetrics.MetricCollection({"mae": torchmetrics.MeanAbsoluteError(),
-                                              "rmse": torchmetrics.MeanSquaredError(squared=False)})
+        m = {"mae": torchmetrics.MeanAbsoluteError(), "rmse": torchmetrics.MeanSquaredError(squared=False),
+             "pearson": NumpyMetric("pearson"), "spearman": NumpyMetric("spearman")}
+        if grouped and kind == "graph_regression":
+            m["group_spearman"] = NumpyMetric("per_group_spearman", groups=True)
+        return torchmetrics.MetricCollection(m, compute_groups=False)
     if kind == "binary":
         return torchmetrics.MetricCollection({"auroc": torchmetrics.AUROC(task="binary"),
                                               "acc": torchmetrics.Accuracy(task="binary")})
     if kind == "multiclass":
         return torchmetrics.MetricCollection({"acc": torchmetrics.Accuracy(task="multiclass", num_classes=n)})
-    return torchmetrics.MetricCollection({"ap": LabelAveragePrecision(),
-                                          "f1": torchmetrics.F1Score(task="multilabel", num_labels=n)})
+    return torchmetrics.MetricCollection({"ap": LabelAveragePrecision(), "fmax": NumpyMetric("fmax", columns=False),
+                                          "aupr": NumpyMetric("pair_aupr", columns=False),
+                                          "f1": torchmetrics.F1Score(task="multilabel", num_labels=n)},
+                                         compute_groups=False)
+
+
+class NumpyMetric(torchmetrics.Metric):
+    """A torchmetrics wrapper around a numpy metric of :mod:`farfield.metrics` (``fn(a, b)`` or, with
+    ``groups``, ``fn(a, b, groups)``). Predictions [M, k] (or [M]), targets alike, and per-row ``groups`` [M]
+    are concatenated across batches and processes (``dist_reduce_fx='cat'``), so distributed evaluation is
+    exact. ``columns=True`` applies ``fn`` to every target column (over its finite rows) and averages the
+    columns whose value is finite (Pearson / Spearman of multi-target regression); ``columns=False`` passes
+    the whole matrices (``fmax`` returns (Fmax, threshold): the first is reported). NaN when undefined."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, fn: str, columns: bool = True, groups: bool = False):
+        super().__init__()
+        self.fn, self.columns, self.uses_groups = fn, columns, groups
+        self.add_state("preds", default=[], dist_reduce_fx="cat")
+        self.add_state("target", default=[], dist_reduce_fx="cat")
+        if groups:
+            self.add_state("groups", default=[], dist_reduce_fx="cat")
+
+    def update(self, preds, target, groups=None):
+        p, t = preds.detach().double(), target.detach().double()
+        self.preds.append(p.flatten(1) if p.ndim > 1 else p.reshape(-1, 1))
+        self.target.append(t.flatten(1) if t.ndim > 1 else t.reshape(-1, 1))
+        if self.uses_groups:
+            if groups is None:
+                raise ValueError(f"metric {self.fn} needs the batch's groups")
+            self.groups.append(groups.detach().reshape(-1).long())
+
+    def compute(self):
+        import numpy as np
+        from torchmetrics.utilities import dim_zero_cat
+
+        from farfield import metrics
+        fn = getattr(metrics, self.fn)
+        if isinstance(self.preds, list) and not self.preds:       # no update (synchronised states are tensors)
+            return torch.tensor(float("nan"))
+        p, t = dim_zero_cat(self.preds).cpu().numpy(), dim_zero_cat(self.target).cpu().numpy()
+        g = dim_zero_cat(self.groups).cpu().numpy() if self.uses_groups else None
+        if not self.columns:
+            try:
+                v = fn(t, p)
+            except (ValueError, FarfieldError):          # e.g. labels that are not all 0 / 1
+                return torch.tensor(float("nan"))
+            return torch.tensor(float(v[0] if isinstance(v, tuple) else v))
+        vals = []
+        for c in range(p.shape[1]):
+            ok = np.isfinite(t[:, c])
+            args = (p[ok, c], t[ok, c]) + ((g[ok],) if g is not None else ())
+            with np.errstate(all="ignore"):
+                try:
+                    vals.append(float(fn(*args)))
+                except (ValueError, FarfieldError):
+                    vals.append(float("nan"))
+        vals = [v for v in vals if np.isfinite(v)]
+        return torch.tensor(float(np.mean(vals)) if vals else float("nan"))
 
 
 class LabelAveragePrecision(torchmetrics.Metric):
@@ -58,9 +133,9 @@ class LabelAveragePrecision(torchmetrics.Metric):
             return torch.tensor(float("nan"))
 
 
-#: the metric that selects the best checkpoint, and its direction
-MONITOR = {"graph_regression": ("mae", "min"), "node_regression": ("mae", "min"), "binary": ("auroc", "max"),
-           "multiclass": ("acc", "max"), "multilabel": ("ap", "max")}
+#: the default metric that selects the best checkpoint per task kind (``task.monitor`` overrides it)
+MONITOR = {"graph_regression": "mae", "node_regression": "mae", "binary": "auroc", "multiclass": "acc",
+           "multilabel": "ap"}
 
 
 class TaskModule(L.LightningModule):
@@ -68,19 +143,54 @@ class TaskModule(L.LightningModule):
 
     Head: node MLP ``d -> d -> num_outputs``, pooled per graph (``task.pooling``) for graph tasks. Losses:
     MSE on standardized targets (regression), BCE-with-logits (binary, multilabel), cross-entropy
-    (multiclass). Metrics are computed in the target's own units. A NaN/Inf loss raises
-    :class:`NonFiniteLossError` (the last good checkpoint is kept by the trainer)."""
+    (multiclass). Metrics are computed in the target's own units (:func:`_metrics`; ``group_spearman`` when
+    ``grouped``: every graph carries ``group``). A NaN/Inf loss raises :class:`NonFiniteLossError` (the last
+    good checkpoint is kept by the trainer).
 
-    def __init__(self, model: nn.Module, task, optim, target_mean=None, target_std=None, config: dict | None = None):
+    Options (keywords):
+
+    * ``pair``: every item holds two structures (node field ``component`` [N]: 0 original, 1 mutated; the
+      ATOM3D MSP layout of Townshend et al. 2021). Each component is its own graph for the backbone and the
+      long-range module (batch index ``2 b + component``); the head pools each component and maps the
+      concatenation ``[pool(orig), pool(mutated)]`` [B, 2d] through an MLP ``2d -> d -> num_outputs``.
+    * ``sign_flip``: columns of ``x_s`` holding Laplacian eigenvectors; training batches get an independent
+      random sign per graph and eigenvector (Dwivedi et al. 2022), drawn from ``seed`` and the global step.
+    * ``task.noisy_nodes`` > 0: Noisy Nodes (Godwin et al. 2022; :mod:`farfield.models.denoising`): training
+      batches must carry :data:`~farfield.models.denoising.NOISE_TARGET` (the data module's ``with_noise``);
+      loss = main + ``noisy_nodes`` * MSE(eps_hat, eps), the denoising term logged as ``train/denoise``.
+    """
+
+    def __init__(self, model: nn.Module, task, optim, target_mean=None, target_std=None, config: dict | None = None,
+                 *, grouped: bool = False, pair: bool = False, sign_flip: slice | None = None, seed: int = 0):
         super().__init__()
+        if task.kind == "auto" or task.num_outputs is None:
+            task = task.resolve()
         self.model, self.task, self.optim = model, task, optim
+        self.pair, self.sign_flip, self.seed = bool(pair), sign_flip, int(seed)
         d = model.hidden_s
-        self.head = MLP([d, d, task.num_outputs], act="silu")
         k = task.num_outputs
+        if self.pair and task.kind == "node_regression":
+            raise ConfigError("pair datasets (two structures per item) have graph-level labels; task.kind="
+                              "node_regression does not apply")
+        self.head = MLP([2 * d if self.pair else d, d, k], act="silu")
+        self.denoiser = None
+        if task.noisy_nodes > 0:
+            if not getattr(model, "uses_positions", True):
+                raise ConfigError(f"task.noisy_nodes={task.noisy_nodes} needs a 3D backbone; "
+                                  f"{type(model).__name__} does not read coordinates")
+            self.denoiser = DenoisingHead(d)
         self.register_buffer("y_mean", torch.zeros(k) if target_mean is None else torch.as_tensor(target_mean).reshape(k).float())
         self.register_buffer("y_std", torch.ones(k) if target_std is None else torch.as_tensor(target_std).reshape(k).float())
-        self.metrics = nn.ModuleDict({f"{s}_": _metrics(task.kind, k).clone(prefix=f"{s}/") for s in ("train", "val", "test")})
-        self.monitor, self.mode = MONITOR[task.kind]
+        self.grouped = bool(grouped) and task.kind == "graph_regression"
+        self.metrics = nn.ModuleDict({f"{s}_": _metrics(task.kind, k, self.grouped).clone(prefix=f"{s}/")
+                                      for s in ("train", "val", "test")})
+        self.monitor = task.monitor or MONITOR[task.kind]
+        names = TASK_METRICS[task.kind]
+        if self.monitor not in names or (self.monitor == "group_spearman" and not self.grouped):
+            raise ConfigError(f"task.monitor={self.monitor!r} is not reported for task {task.kind}"
+                              f"{' without groups' if self.monitor == 'group_spearman' else ''}; choose from "
+                              f"{[m for m in names if m != 'group_spearman' or self.grouped]}")
+        self.mode = "max" if names[self.monitor] else "min"
         self._bad_flag = None
         if config is not None:
             self.save_hyperparameters({"config": config})
@@ -89,40 +199,114 @@ class TaskModule(L.LightningModule):
     def regression(self) -> bool:
         return self.task.kind in ("graph_regression", "node_regression")
 
-    def forward(self, batch):
-        out = self.head(self.model(batch).s)
+    # -- forward -----------------------------------------------------------------------------------
+    def _graphs(self, batch):
+        """The batch the backbone sees: for pairs, a shallow copy whose graphs are the components (graph
+        ``2 b + component``); returns (batch, number of graphs)."""
+        n = int(batch.num_graphs) if hasattr(batch, "num_graphs") else 1
+        if not self.pair:
+            return batch, n
+        comp = getattr(batch, COMPONENT, None)
+        if comp is None:
+            raise InputError(_name(batch), "a pair dataset's graphs need the node field 'component' (0 / 1)")
+        b = getattr(batch, "batch", None)
+        b = torch.zeros_like(comp) if b is None else b
+        view = copy.copy(batch)
+        view.batch = b * 2 + comp.long()
+        counts = torch.bincount(view.batch, minlength=2 * n)
+        view.ptr = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+        view.__dict__["_num_graphs"] = 2 * n
+        return view, 2 * n
+
+    def _encode(self, batch):
+        view, n = self._graphs(batch)
+        return view, n, self.model(view).s
+
+    def _head(self, view, n, s):
+        if self.pair:
+            z = pool(s, view.batch, self.task.pooling, n)                   # [2B, d]: orig, mutated, orig, ...
+            return self.head(z.reshape(n // 2, -1))                         # [B, 2d] -> [B, k]
+        out = self.head(s)
         if self.task.kind != "node_regression":
-            out = pool(out, batch.batch, self.task.pooling, batch.num_graphs)
+            out = pool(out, getattr(view, "batch", None), self.task.pooling, n)
         return out
+
+    def forward(self, batch):
+        return self._head(*self._encode(batch))
 
     def predict_units(self, batch):
         out = self(batch)
         return out * self.y_std + self.y_mean if self.regression else out
 
+    def denoise(self, batch):
+        """The denoising head's prediction of the normalised noise ``eps`` [N, 3] for ``batch``'s positions."""
+        if self.denoiser is None:
+            raise ConfigError("denoise() needs task.noisy_nodes > 0")
+        view, n, s = self._encode(batch)
+        return self.denoiser(s, view.pos, view.edge_index)
+
+    def _augment(self, batch):
+        """Training-time input augmentation: random LapPE signs (``sign_flip``), seeded by seed and step."""
+        if self.sign_flip is None:
+            return batch
+        from farfield.datasets.lrgb import random_sign_flip
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + int(self.global_step)) & 0x7FFFFFFFFFFF)
+        batch.x_s = random_sign_flip(batch.x_s, getattr(batch, "batch", None), self.sign_flip, gen)
+        return batch
+
+    def _update(self, stage: str, empty: bool, *args, **kwargs) -> None:
+        """Update the stage's metrics; on an empty shard only those with concatenated (list) states, which
+        must take part in the synchronisation (sum states sync zeros; stat-score metrics reject empty input)."""
+        coll = self.metrics[stage + "_"]
+        if not empty:
+            coll.update(*args, **kwargs)
+            return
+        for m in coll.values():
+            if any(isinstance(getattr(m, k), list) for k in m._defaults):
+                m.update(*args, **m._filter_kwargs(**kwargs))
+
     def _step(self, batch, stage: str):
-        out = self(batch)
+        view, n, s = self._encode(batch)
+        out = self._head(view, n, s)
+        denoise = None
+        if stage == "train" and self.denoiser is not None:
+            eps = getattr(batch, NOISE_TARGET, None)
+            if eps is None:
+                raise ConfigError(f"task.noisy_nodes={self.task.noisy_nodes} but the training batch carries no "
+                                  "position noise; train with GraphDataModule.with_noise(task.noise_std)")
+            denoise = denoising_loss(self.denoiser(s, view.pos, view.edge_index), eps)
         y = batch.y
         kind = self.task.kind
+        groups = getattr(batch, F.GROUP, None) if self.grouped else None
         w = getattr(batch, "eval_weight", None)
         if w is not None and stage != "train" and bool((w == 0).any()):
             # padding copies of a distributed evaluation (AtomBudgetBatchSampler): leave them out
             keep = w > 0 if kind != "node_regression" else (w > 0)[batch.batch]
             out, y = out[keep], (y[keep] if y.shape[0] == keep.shape[0] else y.reshape(keep.shape[0], -1)[keep])
-            if not len(out):
-                return None
+            groups = groups.reshape(-1)[w > 0] if groups is not None else None
+        # a shard of only padding still updates the metrics (with nothing), so that every process takes part
+        # in the metrics' synchronisation; its loss is not logged
+        empty = not len(out)
+        zero = out.sum() * 0
         if self.regression:
             y = y.reshape(out.shape).to(out.dtype)
-            loss = nn.functional.mse_loss(out, (y - self.y_mean) / self.y_std)
-            self.metrics[stage + "_"].update(out.detach() * self.y_std + self.y_mean, y)
+            loss = zero if empty else nn.functional.mse_loss(out, (y - self.y_mean) / self.y_std)
+            extra = {"groups": groups.reshape(-1)} if groups is not None else {}
+            self._update(stage, empty, out.detach() * self.y_std + self.y_mean, y, **extra)
         elif kind == "multiclass":
             y = y.reshape(-1).long()
-            loss = nn.functional.cross_entropy(out, y)
-            self.metrics[stage + "_"].update(out.detach(), y)
+            loss = zero if empty else nn.functional.cross_entropy(out, y)
+            self._update(stage, empty, out.detach(), y)
         else:
             y = y.reshape(out.shape)
-            loss = nn.functional.binary_cross_entropy_with_logits(out, y.float())
-            self.metrics[stage + "_"].update(torch.sigmoid(out.detach()).squeeze(-1) if kind == "binary" else
-                                       torch.sigmoid(out.detach()), y.long().squeeze(-1) if kind == "binary" else y.long())
+            loss = zero if empty else nn.functional.binary_cross_entropy_with_logits(out, y.float())
+            p = torch.sigmoid(out.detach())
+            self._update(stage, empty, *((p.squeeze(-1), y.long().squeeze(-1)) if kind == "binary" else (p, y.long())))
+        if empty:
+            return None
+        if denoise is not None:
+            self.log("train/denoise", denoise, batch_size=int(y.shape[0]), on_epoch=True, on_step=False, sync_dist=True)
+            loss = loss + self.task.noisy_nodes * denoise
         # evaluation shards may hold only padding on some rank: the metrics (synchronised torchmetrics) are exact,
         # the logged evaluation loss is the one of rank 0's shard
         self.log(f"{stage}/loss", loss, batch_size=int(y.shape[0]), on_epoch=True, on_step=False,
@@ -134,7 +318,7 @@ class TaskModule(L.LightningModule):
     check_every: int = 25
 
     def training_step(self, batch, batch_idx):
-        loss = self._step(batch, "train")
+        loss = self._step(self._augment(batch), "train")
         bad = ~torch.isfinite(loss.detach())
         self._bad_flag = bad if batch_idx == 0 or self._bad_flag is None else self._bad_flag | bad
         if batch_idx % self.check_every == 0:

@@ -24,7 +24,7 @@ import torch
 from farfield.errors import ConfigError, FarfieldError
 from farfield.train.config import TrainConfig
 
-__all__ = ["train", "build_module", "config_key", "config_hash", "Interrupted", "local_cutoff"]
+__all__ = ["train", "build_module", "config_key", "config_hash", "Interrupted", "local_cutoff", "sign_flip_columns"]
 
 #: run options that do not change what is computed
 _PRESENTATION_KEYS = ("out", "progress", "tensorboard")
@@ -42,11 +42,28 @@ class Interrupted(FarfieldError):
         return 128 + self.signum
 
 
+#: task options added after runs were first recorded, left out of the key at their defaults (so that the hash of
+#: every configuration that does not use them is unchanged)
+_NEW_TASK_DEFAULTS = {"monitor": None, "noisy_nodes": 0.0}
+
+
 def config_key(cfg: TrainConfig | dict) -> dict:
-    """The part of a config that determines the result (everything but where and how it is displayed)."""
-    d = cfg.to_dict() if isinstance(cfg, TrainConfig) else json.loads(json.dumps(cfg))
+    """The part of a config that determines the result (everything but where and how it is displayed), with
+    the task resolved against the dataset (``task.kind=auto`` and the kind it resolves to give one key)."""
+    if not isinstance(cfg, TrainConfig):
+        try:
+            cfg = TrainConfig.from_dict(json.loads(json.dumps(cfg)))
+        except FarfieldError:           # a config of another version: compared as written
+            pass
+    d = cfg.to_dict(resolved=True) if isinstance(cfg, TrainConfig) else json.loads(json.dumps(cfg))
     for k in _PRESENTATION_KEYS:
         d.get("run", {}).pop(k, None)
+    task = d.get("task", {})
+    for k, v in _NEW_TASK_DEFAULTS.items():
+        if k in task and task[k] == v:
+            task.pop(k)
+    if "noisy_nodes" not in task:
+        task.pop("noise_std", None)
     return d
 
 
@@ -146,14 +163,49 @@ def effective_model(cfg: TrainConfig):
     return replace(cfg.model, backbone_options={"cutoff": r, **cfg.model.backbone_options})
 
 
+def sign_flip_columns(cfg: TrainConfig) -> slice | None:
+    """The ``x_s`` columns holding Laplacian eigenvectors, whose signs are flipped at random on training
+    batches: the loader's ``sign_flip_columns(options)`` (LRGB loaders), else None."""
+    from farfield.datasets import DATASETS
+    try:
+        fn = getattr(DATASETS[cfg.data.dataset], "sign_flip_columns", None)
+    except (ImportError, AttributeError):
+        fn = None
+    return fn(dict(cfg.data.options)) if callable(fn) else None
+
+
+def task_for_data(cfg: TrainConfig, dm):
+    """``cfg.task`` checked against the loaded targets: ``num_outputs`` left unset takes the targets' width
+    (e.g. QM9 with a list of targets, a DeepFRI-format file with its own classes); an explicit value that
+    differs is a :class:`ConfigError`. (Multiclass targets are one class index per item: not checked.)"""
+    from dataclasses import replace
+    t = cfg.task
+    if t.kind == "multiclass" or getattr(dm, "target_mean", None) is None:
+        return t
+    width = int(dm.target_mean.reshape(-1).shape[0])
+    if width == t.num_outputs:
+        return t
+    if t.requested["num_outputs"] is None:
+        out = replace(t, num_outputs=width)
+        object.__setattr__(out, "_requested", t.requested)
+        return out
+    raise ConfigError(f"task.num_outputs={t.num_outputs}, but the targets of {cfg.data.dataset!r} have {width} "
+                      f"column(s); set task.num_outputs={width} or leave it unset")
+
+
 def build_module(cfg: TrainConfig, dm):
+    """The :class:`~farfield.train.module.TaskModule` of ``cfg`` on the set-up data module ``dm``; returns
+    (module, parameter counts of the model)."""
     from farfield.models.config import parameter_counts
     from farfield.train.module import TaskModule
     L_seed(cfg.run.seed)
+    task = task_for_data(cfg, dm)
     strategy = cfg.model.strategy()
     model = effective_model(cfg).build(dm.input_spec,
                                        max_edge_length=dm.max_edge_length if strategy.is_graph else None)
-    module = TaskModule(model, cfg.task, cfg.optim, dm.target_mean, dm.target_std, config=cfg.to_dict())
+    module = TaskModule(model, task, cfg.optim, dm.target_mean, dm.target_std, config=cfg.to_dict(),
+                        grouped=getattr(dm, "grouped", False), pair=getattr(dm, "pair", False),
+                        sign_flip=sign_flip_columns(cfg), seed=cfg.run.seed)
     return module, parameter_counts(model)
 
 
@@ -216,6 +268,8 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
     dm = datamodule or GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed,
                                        standardize=cfg.task.standardize)
     dm.setup("fit")
+    if cfg.task.noisy_nodes > 0:
+        dm = dm.with_noise(cfg.task.noise_std)        # a view of the same graphs: training items get noise
     _reset_peak()
     module, params = build_module(cfg, dm)
     monitor = f"val/{module.monitor}"
@@ -294,8 +348,8 @@ def _throughput(module, dm) -> dict:
     """Inference graphs/s and peak memory (MB; CUDA allocator or CPU resident-set growth) on the test set."""
     from torch_geometric.data import Batch
     module.eval()
-    graphs = dm.test or dm.val
-    batches = [Batch.from_data_list(graphs[i:i + 32]) for i in range(0, len(graphs), 32)]
+    graphs = dm.test if len(dm.test) else dm.val
+    batches = [Batch.from_data_list(list(graphs[i:i + 32])) for i in range(0, len(graphs), 32)]
     with torch.no_grad():
         module(batches[0])                       # warm-up
     t = time.perf_counter()
@@ -337,7 +391,7 @@ def _curve(csv_paths: list[Path], monitor: str) -> list[dict]:
                 if e in (None, ""):
                     continue
                 e = int(float(e))
-                for key in (f"train/{monitor}", f"val/{monitor}", "train/loss", "val/loss"):
+                for key in (f"train/{monitor}", f"val/{monitor}", "train/loss", "val/loss", "train/denoise"):
                     if r.get(key) not in (None, ""):
                         rows.setdefault(e, {"epoch": e})[key] = float(r[key])
     return [rows[e] for e in sorted(rows)]

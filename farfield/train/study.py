@@ -151,17 +151,19 @@ class Study:
 
 
 # -- parameter matching -----------------------------------------------------------------------------------
-def _total_params(cfg: TrainConfig, spec, max_edge_length: float) -> int:
+def _total_params(cfg: TrainConfig, spec, max_edge_length: float, pair: bool = False) -> int:
+    """Parameters a prediction uses: the model and the task head (TaskModule's MLP [d, d, k], or [2d, d, k] on
+    pairs). The Noisy Nodes denoising head is a training-time auxiliary and is not counted."""
     from farfield.models.config import parameter_counts
     from farfield.train.run import effective_model
     st = cfg.model.strategy()
     model = effective_model(cfg).build(spec, max_edge_length=max_edge_length if st.is_graph else None)
-    d = model.hidden_s
-    head = d * d + d + d * cfg.task.num_outputs + cfg.task.num_outputs       # TaskModule's MLP [d, d, k]
+    d, k = model.hidden_s, cfg.task.num_outputs
+    head = (2 * d if pair else d) * d + d + d * k + k
     return parameter_counts(model)["total"] + head
 
 
-def matched_width(study: Study, spec, max_edge_length: float) -> tuple[dict[str, dict], dict]:
+def matched_width(study: Study, spec, max_edge_length: float, pair: bool = False) -> tuple[dict[str, dict], dict]:
     """For each backbone, the smallest ``hidden`` at which the plain backbone (with the task head) has at least
     as many parameters as the largest model of the study; returns (backbone -> options, parameter counts)."""
     out, counts = {}, {}
@@ -171,21 +173,21 @@ def matched_width(study: Study, spec, max_edge_length: float) -> tuple[dict[str,
         for s in study.strategies:
             cfg = replace(study.base, model=replace(study.base.model, backbone=b, backbone_options=opts, long_range=s,
                                                     long_range_options={}))
-            target = max(target, _total_params(cfg, spec, max_edge_length))
+            target = max(target, _total_params(cfg, spec, max_edge_length, pair))
         plain = replace(study.base, model=replace(study.base.model, backbone=b, backbone_options=opts,
                                                   long_range="none", long_range_options={}))
         h0 = int(opts.get("hidden", 64))
-        if _total_params(plain, spec, max_edge_length) >= target:
+        if _total_params(plain, spec, max_edge_length, pair) >= target:
             continue
         lo, hi = h0, h0 * 2
         wide = lambda h: replace(plain, model=replace(plain.model, backbone_options={**opts, "hidden": h}))
-        while _total_params(wide(hi), spec, max_edge_length) < target:
+        while _total_params(wide(hi), spec, max_edge_length, pair) < target:
             lo, hi = hi, hi * 2
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if _total_params(wide(mid), spec, max_edge_length) < target else (lo, mid)
+            lo, hi = (mid, hi) if _total_params(wide(mid), spec, max_edge_length, pair) < target else (lo, mid)
         out[b] = {"hidden": hi}
-        counts[b] = {"target": target, "wide": _total_params(wide(hi), spec, max_edge_length)}
+        counts[b] = {"target": target, "wide": _total_params(wide(hi), spec, max_edge_length, pair)}
     return out, counts
 
 
@@ -380,10 +382,7 @@ def run_study(study: Study, quiet: bool = False, log=None) -> dict:
             dm.setup()
             baselines[str(int(split))] = reference_baselines(dm, _task_kind(base))
             if study.param_matched and not wide and "none" in study.strategies and len(study.strategies) > 1:
-                import torch
-                longest = max([float(torch.pdist(g.pos.double()).max()) for g in dm.train + dm.val + dm.test
-                               if g.num_nodes > 1 and g.pos is not None] or [1.0])
-                wide, counts = matched_width(study, dm.input_spec, longest)
+                wide, counts = matched_width(study, dm.input_spec, _longest_distance(dm), bool(getattr(dm, "pair", False)))
         runs = study.runs(wide)
         results, errors = _execute(runs, study.workers, log, quiet)
     rows = []
@@ -408,12 +407,22 @@ def _fmt(sec: float) -> str:
 
 # -- summary ------------------------------------------------------------------------------------------------
 def _task_kind(cfg) -> str:
-    """The task kind of a config, resolving ``auto`` from the dataset's ``info['task']``."""
-    kind = cfg.task.kind
-    if kind == "auto":
-        from farfield.datasets import dataset_info
-        kind = (dataset_info(cfg.data.dataset).get("task") or {}).get("kind", "graph_regression")
-    return kind
+    """The task kind of a config (``TrainConfig`` resolves ``auto`` against the dataset)."""
+    return cfg.task.kind
+
+
+def _longest_distance(dm) -> float:
+    """The longest intra-graph distance over all splits, one graph at a time (lazy datasets are streamed, not
+    materialised); 1.0 when no graph has two positioned nodes."""
+    import torch
+    longest = 1.0
+    for part in (dm.train, dm.val, dm.test):
+        get = part.raw if hasattr(part, "raw") else part.__getitem__
+        for i in range(len(part)):
+            g = get(i)
+            if g.pos is not None and g.num_nodes > 1:
+                longest = max(longest, float(torch.pdist(g.pos.double()).max()))
+    return longest
 
 
 #: metrics that are better when lower
