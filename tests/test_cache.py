@@ -75,6 +75,7 @@ def test_sharded_store_lazy_protocol_and_lru(tmp_path):
     assert store.index["num_nodes"].tolist() == [g.num_nodes for g in graphs]
     assert store.index["split"].tolist() == [i % 3 for i in range(10)]
     assert store.index["group"].tolist() == [i // 2 for i in range(10)]
+    assert store.index["shard"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3]            # for shard-wise shuffling
     assert store.names[7] == "g7"
     for i in (0, 1, 2):
         g = store[i]

@@ -327,3 +327,35 @@ def test_lap_pe_signs_flip_on_training_batches_only(monkeypatch):
         assert torch.equal(r, r[:1].expand_as(r))
     module.training_step(b0.clone(), 0)
     assert torch.equal(seen[2], flipped)                            # seeded by run seed and step
+
+
+def test_block_shuffle_reads_each_shard_once_per_epoch():
+    import numpy as np
+
+    from farfield.train.data import AtomBudgetBatchSampler
+    blocks = np.repeat(np.arange(5), 8)                      # 5 shards of 8 items
+    s = AtomBudgetBatchSampler(np.ones(40, int), batch_size=4, max_atoms=100, shuffle=True, seed=3, blocks=blocks)
+    orders = []
+    for epoch in range(3):
+        s.set_epoch(epoch)
+        order = [i for b in s for i in b]
+        assert sorted(order) == list(range(40))
+        runs = 1 + int(np.sum(blocks[order][1:] != blocks[order][:-1]))
+        assert runs == 5                                     # one contiguous run per shard: each shard loaded once
+        orders.append(order)
+    assert orders[0] != orders[1] != orders[2]               # still reshuffled every epoch
+    plain = AtomBudgetBatchSampler(np.ones(40, int), batch_size=4, max_atoms=100, shuffle=True, seed=3)
+    order = [i for b in plain for i in b]
+    assert 1 + int(np.sum(blocks[order][1:] != blocks[order][:-1])) > 5
+
+
+def test_limit_keeps_each_official_split_in_proportion():
+    import numpy as np
+
+    from farfield.train.data import limited
+    official = np.array([0] * 80 + [1] * 10 + [2] * 10)      # ordered corpus: training items first
+    keep = limited(100, 10, official)
+    assert len(keep) == 10 and np.bincount(official[keep]).tolist() == [8, 1, 1]
+    assert limited(100, 10).tolist() == list(range(10))      # no official split: the first N
+    assert limited(100, 0, official).tolist() == list(range(100))
+    assert len(limited(7, 5, np.array([0, 0, 0, 1, 1, 2, 2]))) == 5
