@@ -336,3 +336,9 @@ def test_go_study_end_to_end_gvp_with_and_without_random_edges(tmp_path, sample_
     assert set(base) == {"prior", "composition"} and 0 <= base["prior"]["fmax"] <= 1
     report = (out / "report.md").read_text()
     assert "Fmax" in report and "label-frequency" in report and "composition" in report
+    # results per identity cut-off: 4HHB-C is below 40-95% identity, 4HHB-D below 95% only
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    per = runs[0]["test_by_identity"]
+    assert [per[c]["n"] for c in ("30%", "40%", "50%", "70%", "95%")] == [0, 1, 1, 1, 2]
+    assert "fmax" in per["95%"] and "fmax" not in per["30%"]
+    assert summary["by_identity"]["gvp + none"]["95%"]["n"] == 2 and "by sequence identity" in report

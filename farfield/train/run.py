@@ -335,6 +335,7 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
         "cpu_sec_per_epoch": float(sorted(timer.cb.cpu)[len(times) // 2]) if times else None,
         "threads": torch.get_num_threads(),
         **_throughput(module, dm),
+        **_by_identity(module, dm),
         "convergence": convergence([c.get(f"val/{module.monitor}") for c in curve], mode=module.mode),
         "curve": curve,
         "best_checkpoint": str(Path(best_path).name),
@@ -342,6 +343,41 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
     }
     done.write_text(json.dumps(result, indent=2))
     return result
+
+
+#: DeepFRI's test.csv columns: test chains below these sequence identities to the training set
+IDENTITY_CUTOFFS = ("30%", "40%", "50%", "70%", "95%")
+
+
+def _by_identity(module, dm) -> dict:
+    """Test metrics per sequence-identity cut-off (Gligorijevic et al. 2021) when the test graphs carry
+    ``identity`` [1, 5] (DeepFRI sets): ``{"test_by_identity": {"30%": {"n": ..., "fmax": ...}, ...}}`` for the
+    best checkpoint; {} otherwise."""
+    from torch_geometric.data import Batch
+
+    from farfield.data.fields import IDENTITY
+    from farfield.train.stats import classification_metrics
+    graphs = dm.test
+    if not len(graphs) or module.task.kind not in ("multilabel", "binary"):
+        return {}
+    raw = graphs.raw if hasattr(graphs, "raw") else graphs.__getitem__
+    if getattr(raw(0), IDENTITY, None) is None:
+        return {}
+    module.eval()
+    scores, labels, ident = [], [], []
+    with torch.no_grad():
+        for i in range(0, len(graphs), 32):
+            items = [graphs[k] for k in range(i, min(i + 32, len(graphs)))]
+            scores.append(torch.sigmoid(module(Batch.from_data_list(items))).double())
+            labels.append(torch.cat([g.y for g in items]).double())
+            ident.append(torch.cat([getattr(g, IDENTITY).reshape(1, -1) for g in items]).bool())
+    s, y, ident = torch.cat(scores).numpy(), torch.cat(labels).numpy(), torch.cat(ident).numpy()
+    out = {}
+    for c, name in enumerate(IDENTITY_CUTOFFS[: ident.shape[1]]):
+        keep = ident[:, c]
+        m = classification_metrics(y[keep], s[keep], module.task.kind) if keep.any() else {}
+        out[name] = {"n": int(keep.sum()), **m}
+    return {"test_by_identity": out}
 
 
 def _throughput(module, dm) -> dict:

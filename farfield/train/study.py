@@ -517,6 +517,16 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
             lo, hi = split0["mean"]["mae"], split0["cutoff_oracle"]["mae"]
             for g in out["groups"]:
                 g["oracle_fraction"] = (lo - g["mean"]) / (lo - hi) if lo != hi else float("nan")
+    # per sequence-identity cut-off (DeepFRI test sets): mean over seeds of the study metric
+    by_id = {}
+    for (b, label), rs in by.items():
+        per = [r.get("test_by_identity") for r in rs if r.get("test_by_identity")]
+        if per:
+            by_id[f"{b} + {label}"] = {c: {"n": per[0][c]["n"], "mean": float(np.nanmean(
+                [p[c].get(metric, np.nan) for p in per])) if any(np.isfinite(p[c].get(metric, np.nan)) for p in per)
+                else float("nan")} for c in per[0]}
+    if by_id:
+        out["by_identity"] = by_id
     out["wall_time_warning"] = [f"{g['backbone']} + {g['strategy']}: seconds per epoch vary {g['sec_per_epoch_range'][0]:.2f}"
                                 f"-{g['sec_per_epoch_range'][1]:.2f} across seeds"
                                 for g in out["groups"] if g.get("sec_per_epoch_range") and
@@ -632,6 +642,17 @@ def report_markdown(summary: dict, study: Study) -> str:
             lines += [f"| {g['backbone']} + {g['strategy']} | {g['oracle_fraction']:.2f} | "
                       f"{g.get('change_vs_none_pct', float('nan')):+.1f}% |" for g in groups]
             lines.append("")
+    ident = summary.get("by_identity")
+    if ident:
+        cut = list(next(iter(ident.values())))
+        lines += [f"Test `{summary['metric'].split('/')[-1]}` by sequence identity to the training set (test chains "
+                  "below each cut-off; mean over seeds; n = chains):", "",
+                  "| backbone + strategy | " + " | ".join(f"<{c} (n={ident[next(iter(ident))][c]['n']})" for c in cut)
+                  + " |", "|---" * (len(cut) + 1) + "|"]
+        for label, per in ident.items():
+            lines.append(f"| {label} | " + " | ".join(f"{per[c]['mean']:.4f}" if math.isfinite(per[c]["mean"])
+                                                      else "n/a" for c in cut) + " |")
+        lines.append("")
     if any("variance" in g for g in groups):
         lines += ["| strategy | seed sd | split sd |", "|---|---|---|"]
         lines += [f"| {g['strategy']} | {g['variance']['seed_sd']:.2f} | {g['variance']['split_sd']:.2f} |"
