@@ -359,3 +359,13 @@ def test_limit_keeps_each_official_split_in_proportion():
     assert limited(100, 10).tolist() == list(range(10))      # no official split: the first N
     assert limited(100, 0, official).tolist() == list(range(100))
     assert len(limited(7, 5, np.array([0, 0, 0, 1, 1, 2, 2]))) == 5
+
+
+def test_multilabel_with_a_single_label_has_metrics():
+    import torch
+
+    from farfield.train.module import _metrics
+    m = _metrics("multilabel", 1)
+    m.update(torch.tensor([[0.9], [0.2], [0.6]]), torch.tensor([[1], [0], [0]]))
+    out = m.compute()
+    assert {"ap", "fmax", "aupr", "f1"} <= set(out) and float(out["ap"]) == 1.0

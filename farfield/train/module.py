@@ -44,7 +44,9 @@ def _metrics(kind: str, n: int, grouped: bool = False) -> torchmetrics.MetricCol
         return torchmetrics.MetricCollection({"acc": torchmetrics.Accuracy(task="multiclass", num_classes=n)})
     return torchmetrics.MetricCollection({"ap": LabelAveragePrecision(), "fmax": NumpyMetric("fmax", columns=False),
                                           "aupr": NumpyMetric("pair_aupr", columns=False),
-                                          "f1": torchmetrics.F1Score(task="multilabel", num_labels=n)},
+                                          # torchmetrics' multilabel F1 needs >= 2 labels; one label is binary
+                                          "f1": torchmetrics.F1Score(task="multilabel", num_labels=n) if n > 1
+                                          else torchmetrics.F1Score(task="binary")},
                                          compute_groups=False)
 
 
