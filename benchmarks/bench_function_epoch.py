@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     train_res = sum(int(graphs.index["num_nodes"][i]) for i in range(len(graphs)) if graphs.index["split"][i] == 0)
     rows = {}
     for strategy in ("none", "random"):
-        cfg = load_config(None, [f"data.dataset=go-bp", f"data.path={folder}", "data.edges=radius:10.0",
+        cfg = load_config(None, ["data.dataset=go-bp", f"data.path={folder}", "data.edges=radius:10.0",
                                  "data.batch_size=8", "data.max_atoms=4000", "model.backbone=gvp",
                                  f"model.long_range={strategy}", f"optim.epochs={args.epochs}",
                                  f"run.out={tmp / 'runs' / strategy}", "run.progress=false",
@@ -94,8 +94,8 @@ def main(argv=None) -> int:
         per_k = 1000 * t / train_res
         rows[strategy] = {"sec_per_epoch": t, "sec_per_1000_residues": per_k, "params": res["params"]["total"],
                           **{f"go_epoch_min_L{L}": TRAIN_CHAINS["go"] * L * per_k / 1000 / 60 for L in (150, 250, 350)},
-                          f"go_epoch_min": TRAIN_CHAINS["go"] * args.mean_length * per_k / 1000 / 60,
-                          f"ec_epoch_min": TRAIN_CHAINS["ec"] * args.mean_length * per_k / 1000 / 60}
+                          "go_epoch_min": TRAIN_CHAINS["go"] * args.mean_length * per_k / 1000 / 60,
+                          "ec_epoch_min": TRAIN_CHAINS["ec"] * args.mean_length * per_k / 1000 / 60}
     out = {"chains": len(graphs), "train_residues": train_res, "threads": 1, "mean_length": args.mean_length,
            "rows": rows}
     if args.json:

@@ -6,17 +6,15 @@ exercised against a local http.server on 127.0.0.1)."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import os
 import shutil
-import threading
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _http import RangeHandler, serve
 from farfield.datasets import download as dl
 from farfield.datasets import lrgb
 from farfield.errors import ConfigError, InputError
@@ -272,43 +270,15 @@ def test_mae():
 
 
 # ---------------------------------------------------------------------------------------------- downloader
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files with HTTP Range support; records each request's path and Range header."""
-
-    log: list = []
-
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        _Handler.log.append((self.path, self.headers.get("Range")))
-        p = Path(self.translate_path(self.path))
-        rng = self.headers.get("Range")
-        if not p.is_file() or not rng:
-            return super().do_GET()
-        data = p.read_bytes()
-        start = int(rng.split("=")[1].split("-")[0])
-        if start >= len(data):
-            self.send_error(416)
-            return
-        self.send_response(206)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        self.wfile.write(data[start:])
+_Handler = RangeHandler          # its class attribute ``log`` records the requests
 
 
 @pytest.fixture
 def server(tmp_path):
     root = tmp_path / "served"
     root.mkdir()
-    _Handler.log = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(root) as base:
+        yield root, base
 
 
 def _remote(root, base, name, payload, md5=None):

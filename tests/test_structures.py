@@ -3,16 +3,14 @@ maps (missing-residue policy), and downloads against a local HTTP server on 127.
 file, 404, resume, cache check, offline)."""
 from __future__ import annotations
 
-import http.server
 import shutil
-import threading
 import warnings
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _http import RangeHandler, serve
 from farfield.datasets import structures as st
 from farfield.errors import ConfigError, InputError
 from farfield.io.residues import ResidueView
@@ -114,27 +112,7 @@ def test_deepfri_golden_distance_maps(examples):
 
 
 # --------------------------------------------------------------------------------------------- downloads
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Static files with HTTP Range support; records each request's path and Range header."""
-
-    log: list = []
-
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        _Handler.log.append((self.path, self.headers.get("Range")))
-        p = Path(self.translate_path(self.path))
-        rng = self.headers.get("Range")
-        if not p.is_file() or not rng:
-            return super().do_GET()
-        data = p.read_bytes()
-        start = int(rng.split("=")[1].split("-")[0])
-        self.send_response(206)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        self.end_headers()
-        self.wfile.write(data[start:])
+_Handler = RangeHandler          # its class attribute ``log`` records the requests
 
 
 @pytest.fixture
@@ -144,13 +122,8 @@ def server(tmp_path, structures):
     shutil.copyfile(structures / "1aki.cif", root / "1AKI.cif")
     shutil.copyfile(structures / "1aki.bcif", root / "1aki.bcif")
     (root / "2BAD.cif").write_text("data_2BAD\n_this is not a structure\n")
-    _Handler.log = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    t = threading.Thread(target=httpd.serve_forever, daemon=True)
-    t.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve(root) as base:
+        yield root, base
 
 
 def test_fetch_success_corrupt_404_cache_and_recheck(server, tmp_path):

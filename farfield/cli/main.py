@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "four symmetric shapes with degenerate covariances, batched). The claim checked is "
                                    "the model's group within the group the features respect. Exit status 1 when a "
                                    "claimed symmetry fails.")
-    c.add_argument("--model", default="all", help=f"backbone name(s), comma-separated, or 'all' (default); from farfield.models.BACKBONES (schnet, egnn, gvp, painn, tfn, mace, ...)")
+    c.add_argument("--model", default="all", help="backbone name(s), comma-separated, or 'all' (default); from farfield.models.BACKBONES (schnet, egnn, gvp, painn, tfn, tfn_products, gcn, ...)")
     c.add_argument("--long-range", default="none", metavar="NAMES",
                    help="long-range strategies to combine with every model: comma-separated names, 'all' or 'none' "
                         "(default); 'all' includes the plain backbone")

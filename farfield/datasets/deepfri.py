@@ -324,8 +324,8 @@ def _load(dataset: str, path=None, *, hydrogens: bool = False, target: str | Non
             where[c] = got.get(split_chain_id(c)[0])
         missing = [c for c in missing if where[c] is None]
     available = [(c, k) for c, k in chains if where[c] is not None]
-    how = (f"put the structure files (e.g. 1abc.cif, 1ABC.cif.gz, 1ABC-A.pdb, pdb1abc.ent.gz) into a folder and "
-           f"pass data.options={{structures: <folder>}}" + ("" if download else
+    how = ("put the structure files (e.g. 1abc.cif, 1ABC.cif.gz, 1ABC-A.pdb, pdb1abc.ent.gz) into a folder and "
+           "pass data.options={structures: <folder>}" + ("" if download else
                                                             ", or allow downloads (download: true, online)"))
     if not available:
         raise InputError(files["annot"], f"none of the {len(chains)} listed chains has a structure file "
