@@ -369,3 +369,18 @@ def test_multilabel_with_a_single_label_has_metrics():
     m.update(torch.tensor([[0.9], [0.2], [0.6]]), torch.tensor([[1], [0], [0]]))
     out = m.compute()
     assert {"ap", "fmax", "aupr", "f1"} <= set(out) and float(out["ap"]) == 1.0
+
+
+def test_a_3d_backbone_on_2d_graphs_fails_before_training(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+    from torch_geometric.data import Data
+
+    from farfield.train.run import _check_positions
+    cfg = apply_overrides(TrainConfig(), ["model.backbone=schnet"])
+    flat = SimpleNamespace(train=[Data(x_s=torch.zeros(3, 2), num_nodes=3)])
+    with pytest.raises(ConfigError, match="needs 3D coordinates.*gcn"):
+        _check_positions(cfg, flat)
+    _check_positions(apply_overrides(TrainConfig(), ["model.backbone=gcn"]), flat)        # 2D backbone: fine
+    _check_positions(cfg, SimpleNamespace(train=[Data(x_s=torch.zeros(3, 2), pos=torch.zeros(3, 3))]))

@@ -193,6 +193,20 @@ def task_for_data(cfg: TrainConfig, dm):
                       f"column(s); set task.num_outputs={width} or leave it unset")
 
 
+def _check_positions(cfg: TrainConfig, dm) -> None:
+    """A 3D backbone on graphs without coordinates fails before training, naming the 2D alternatives."""
+    from farfield.models import BACKBONES
+    cls = BACKBONES.get(cfg.model.backbone)
+    if cls is None or not getattr(cls, "uses_positions", True) or not len(dm.train):
+        return
+    first = dm.train.raw(0) if hasattr(dm.train, "raw") else dm.train[0]
+    if getattr(first, "pos", None) is None:
+        flat = sorted(n for n, c in BACKBONES.items() if not getattr(c, "uses_positions", True))
+        raise ConfigError(f"backbone {cfg.model.backbone!r} needs 3D coordinates, but the graphs of "
+                          f"{cfg.data.dataset!r} have none (2D graphs); choose a 2D backbone ({', '.join(flat)}) "
+                          "or a dataset option that adds coordinates (LRGB: data.options={conformers: true})")
+
+
 def build_module(cfg: TrainConfig, dm):
     """The :class:`~farfield.train.module.TaskModule` of ``cfg`` on the set-up data module ``dm``; returns
     (module, parameter counts of the model)."""
@@ -200,6 +214,7 @@ def build_module(cfg: TrainConfig, dm):
     from farfield.train.module import TaskModule
     L_seed(cfg.run.seed)
     task = task_for_data(cfg, dm)
+    _check_positions(cfg, dm)
     strategy = cfg.model.strategy()
     model = effective_model(cfg).build(dm.input_spec,
                                        max_edge_length=dm.max_edge_length if strategy.is_graph else None)
