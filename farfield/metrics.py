@@ -51,12 +51,13 @@ def _labels_scores(y_true, y_score, ndim: int | None = None) -> tuple[np.ndarray
 def fmax(y_true, y_score, thresholds=None) -> tuple[float, float]:
     """Protein-centric Fmax (CAFA; Radivojac et al. 2013, Eqs. 1-3) and the threshold that reaches it.
 
-    For a threshold ``t`` let ``P_i(t) = {terms j : y_score[i, j] >= t}`` and ``T_i = {j : y_true[i, j] = 1}``:
+    The evaluated proteins are those with at least one true term (CAFA's benchmark proteins of the ontology;
+    a chain without annotation in it, e.g. an empty GO-MF column of a DeepFRI file, is not evaluated). For a
+    threshold ``t`` let ``P_i(t) = {terms j : y_score[i, j] >= t}`` and ``T_i = {j : y_true[i, j] = 1}``:
 
     * precision ``pr(t) = 1/m(t) * sum_{i : |P_i(t)| > 0} |P_i(t) & T_i| / |P_i(t)|`` (averaged over the
-      ``m(t)`` proteins with at least one score ``>= t``),
-    * recall ``rc(t) = 1/n * sum_{i : |T_i| > 0} |P_i(t) & T_i| / |T_i|`` (averaged over the ``n`` proteins
-      with at least one true term),
+      ``m(t)`` evaluated proteins with at least one score ``>= t``),
+    * recall ``rc(t) = 1/n * sum_i |P_i(t) & T_i| / |T_i|`` (averaged over the ``n`` evaluated proteins),
     * ``Fmax = max_t 2 pr(t) rc(t) / (pr(t) + rc(t))`` (0 where ``m(t) = 0``).
 
     Args:
@@ -71,8 +72,10 @@ def fmax(y_true, y_score, thresholds=None) -> tuple[float, float]:
         has a true term.
     """
     t, s = _labels_scores(y_true, y_score, ndim=2)
-    n_true = t.sum(1)                                          # [P] |T_i|
-    n = int((n_true > 0).sum())
+    annotated = t.sum(1) > 0
+    t, s = t[annotated], s[annotated]                          # CAFA: only proteins with true terms
+    n_true = t.sum(1)                                          # [P] |T_i| > 0
+    n = int(len(n_true))
     if n == 0 or s.size == 0:
         return float("nan"), float("nan")
     if thresholds is not None:

@@ -341,4 +341,8 @@ def test_go_study_end_to_end_gvp_with_and_without_random_edges(tmp_path, sample_
     per = runs[0]["test_by_identity"]
     assert [per[c]["n"] for c in ("30%", "40%", "50%", "70%", "95%")] == [0, 1, 1, 1, 2]
     assert "fmax" in per["95%"] and "fmax" not in per["30%"]
+    # every test chain is below 95% identity: that column reproduces the run's test metrics, also for the
+    # random-edge arm (predictions come from the test loader, with its fixed draw of random edges)
+    for r in runs:
+        assert r["test_by_identity"]["95%"]["fmax"] == pytest.approx(r["test/fmax"], abs=1e-6), r["strategy"]
     assert summary["by_identity"]["gvp + none"]["95%"]["n"] == 2 and "by sequence identity" in report

@@ -11,13 +11,15 @@ from farfield.metrics import auroc, fmax, pair_aupr, pearson, per_group_spearman
 
 
 def _fmax_brute(y, s, ths):
-    """CAFA Fmax by the definition, protein by protein, in plain Python."""
+    """CAFA Fmax by the definition, protein by protein, in plain Python (proteins with true terms only)."""
     best = (0.0, None)
     for t in sorted(ths, reverse=True):                        # ties: the highest threshold wins
         precs, recs = [], []
         for yi, si in zip(y, s):
             pred = [j for j in range(len(si)) if si[j] >= t]
             true = [j for j in range(len(yi)) if yi[j] == 1]
+            if not true:                                       # not a benchmark protein of this ontology
+                continue
             tp = len(set(pred) & set(true))
             if pred:
                 precs.append(tp / len(pred))
@@ -46,10 +48,11 @@ def test_fmax_hand_computed():
     # a fixed grid (DeepFRI-style) reaches the same optimum at the grid point just below 0.3
     f2, t2 = fmax(y, s, thresholds=np.linspace(0, 1, 101))
     assert f2 == pytest.approx(10 / 11) and t2 == pytest.approx(0.3)
-    # a protein without true terms counts in precision (once it predicts) but not in recall
+    # a protein without true terms is not evaluated (CAFA), whatever it scores: counting its precision (0 at
+    # every threshold it predicts at) would give F = 2 (5/9)(1) / (5/9 + 1) = 5/7 at t = 0.3
     y3 = np.vstack([y, [0, 0, 0]])
-    s3 = np.vstack([s, [0.05, 0.05, 0.05]])
-    assert fmax(y3, s3)[0] == pytest.approx(10 / 11)          # t=0.3 still excludes the third protein
+    s3 = np.vstack([s, [0.95, 0.95, 0.95]])
+    assert fmax(y3, s3)[0] == pytest.approx(10 / 11) and fmax(y3, s3)[1] == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -259,7 +259,9 @@ def _smp_items(raw_dir, ids=None):
         s = read_xyz(f)[0]
         labels = [float(s.properties[t]) for t in Q.RAW_TARGETS]
         els = list(s.element)
-        labels += [labels[10 + k] - sum(Q.ATOMREF[e][k] for e in els) for k in range(4)]
+        # atomisation energies in kcal/mol, as in MoleculeNet's QM9 table that ATOM3D copies
+        labels += [(labels[10 + k] - sum(Q.ATOMREF[e][k] for e in els)) * Q.HARTREE_EV / Q.KCALMOL_EV
+                   for k in range(4)]
         labels += [labels[14] - sum(Q.ATOMREF[e][4] for e in els)]
         bonds = pd.DataFrame({"atom1": [0], "atom2": [1], "type": [1.0]})
         items.append({"atoms": structure_to_dataframe(s), "labels": labels, "bonds": bonds,
@@ -340,3 +342,12 @@ def test_one_epoch_on_raw_files_database_and_smp(raw_dir, db, tmp_path):
     write_atom3d_lmdb(_smp_items(raw_dir), tmp_path / "smp")
     m = _train(tmp_path, "smp", "smp", tmp_path / "smp", target="U0_atom", standardize=False)
     assert any(k.startswith("val/") for k in m)
+
+
+def test_schnetpack_repeated_unit_factors():
+    """SchNetPack 2.x writes the polarisability in 'a0 a0 a0' and the spatial extent in 'a0 a0'."""
+    assert Q._unit_factor("alpha", "a0 a0 a0", "db") == 1.0 and Q._unit_factor("r2", "a0 a0", "db") == 1.0
+    assert Q._unit_factor("alpha", "Bohr Bohr Bohr", "db") == 1.0
+    assert Q._unit_factor("U0", "Ha", "db") == pytest.approx(Q.HARTREE_EV)
+    with pytest.raises(InputError, match="a0 a0 a0 a0"):
+        Q._unit_factor("alpha", "a0 a0 a0 a0", "db")

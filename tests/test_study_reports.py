@@ -112,3 +112,18 @@ def test_input_error_survives_pickling_from_a_worker_process():
     from farfield.errors import InputError
     e = pickle.loads(pickle.dumps(InputError("a.pdb", "is empty")))
     assert isinstance(e, InputError) and e.source == "a.pdb" and e.reason == "is empty" and str(e) == "a.pdb: is empty"
+
+
+def test_noisy_nodes_arms_keep_auto_task_settings(tmp_path):
+    """An arm's task still resolves against the dataset (num_outputs unset stays unset)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from farfield.train.run import task_for_data
+    base = load_config(None, ["data.dataset=qm9", "data.target=mu,alpha", "model.backbone=schnet"])
+    st = Study(base, strategies=("none", "none+noisy_nodes"), seeds=1, out=str(tmp_path), param_matched=False)
+    noisy = st.runs()[1].cfg
+    assert noisy.task.noisy_nodes == 0.1 and noisy.task.requested["num_outputs"] is None
+    assert noisy.to_dict()["task"]["kind"] == "auto"
+    assert task_for_data(noisy, SimpleNamespace(target_mean=torch.zeros(2))).num_outputs == 2

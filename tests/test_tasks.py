@@ -384,3 +384,23 @@ def test_a_3d_backbone_on_2d_graphs_fails_before_training(monkeypatch):
         _check_positions(cfg, flat)
     _check_positions(apply_overrides(TrainConfig(), ["model.backbone=gcn"]), flat)        # 2D backbone: fine
     _check_positions(cfg, SimpleNamespace(train=[Data(x_s=torch.zeros(3, 2), pos=torch.zeros(3, 3))]))
+
+
+def test_multiclass_trains_end_to_end(monkeypatch, tmp_path):
+    """Class indices are not standardised: a 3-class task builds and trains (targets [1, 1] per graph)."""
+    from farfield.train.run import train
+
+    def toy_classes(path=None, **kw):
+        out = []
+        for k in range(18):
+            g = _toy(k)
+            g.y = torch.tensor([[k % 3]], dtype=torch.float32)
+            del g.group
+            out.append(g)
+        return out
+    _register(monkeypatch, "toy_classes", toy_classes, info={"task": {"kind": "multiclass", "num_outputs": 3}})
+    cfg = apply_overrides(TrainConfig(), ["data.dataset=toy_classes", "data.edges=radius:4.0",
+                                          f"run.out={tmp_path / 'run'}", *SMALL])
+    assert (cfg.task.kind, cfg.task.num_outputs) == ("multiclass", 3)
+    res = train(cfg, quiet=True)
+    assert 0 <= res["test/acc"] <= 1

@@ -19,9 +19,10 @@ Sources :func:`qm9` reads (``path``):
   key-value pairs hold ``index`` / ``gdb_index`` (checked on gdb_5, HCN, against the raw file).
 
 :func:`smp` reads ATOM3D SMP LMDBs (items ``atoms`` - an ATOM3D atom table -, ``labels`` - the 15 raw
-properties in file order then ATOM3D's five atomisation values ``U0_atom U_atom H_atom G_atom Cv_atom``, all in
-the raw file units (ATOM3D's ``prepare_lmdb`` for SMP) -, optional ``bonds``, not used: edges come from the edge
-spec; ids ``gdb_N``, ``"('gdb_N', ...)"`` or file names ``dsgdb9nsd_NNNNNN.xyz``).
+properties in file order then ATOM3D's five atomisation values ``U0_atom U_atom H_atom G_atom Cv_atom``, the
+first 15 in the raw file units and the atomisation energies in kcal/mol (MoleculeNet's QM9 table, from which
+ATOM3D takes them; ``Cv_atom`` in cal/(mol K); ATOM3D's ``prepare_lmdb`` for SMP) -, optional ``bonds``, not
+used: edges come from the edge spec; ids ``gdb_N``, ``"('gdb_N', ...)"`` or file names ``dsgdb9nsd_NNNNNN.xyz``).
 
 Units. Both loaders convert every source to one convention (the one of the tables of SchNet, DimeNet and
 PaiNN, whose MAEs are quoted in meV): energies (homo, lumo, gap, zpve, U0, U, H, G) in **eV**
@@ -99,7 +100,10 @@ ATOMREF = {
 _ATOMREF_TARGETS = ("U0", "U", "H", "G", "Cv")
 
 #: raw-file unit -> factor to :data:`UNITS` (only energies change)
-_RAW_FACTOR = {t: (HARTREE_EV if t in _ENERGIES or t in ("U0_atom", "U_atom", "H_atom", "G_atom") else 1.0)
+#: ATOM3D's ``*_atom`` energies come from MoleculeNet's QM9 table (``gdb9.sdf.csv``), whose atomisation
+#: energies are in kcal/mol (methane, gdb_1: U0 - atomrefs = -0.631066 Ha = -396.0 kcal/mol, the table's -395.9996)
+_ATOM_ENERGIES = ("U0_atom", "U_atom", "H_atom", "G_atom")
+_RAW_FACTOR = {t: (HARTREE_EV if t in _ENERGIES else KCALMOL_EV if t in _ATOM_ENERGIES else 1.0)
                for t in ATOM3D_LABELS}
 
 #: SchNetPack's QM9 property names
@@ -249,9 +253,17 @@ def _blob(raw, dtype, shape, where: str) -> np.ndarray:
         raise InputError(where, f"blob of {a.size} values does not fit shape {shape}") from None
 
 
+def _normalise_unit(unit: str) -> str:
+    """Lower case without spaces; repeated factors as powers (SchNetPack writes ``'a0 a0 a0'`` for Bohr^3)."""
+    parts = unit.strip().lower().split()
+    if len(parts) > 1 and len(set(parts)) == 1:
+        return f"{parts[0]}^{len(parts)}"
+    return "".join(parts)
+
+
 def _unit_factor(target: str, unit: str, path) -> float:
     kind = _KIND[target]
-    key = unit.strip().lower().replace(" ", "")
+    key = _normalise_unit(unit)
     table = {k.replace(" ", ""): v for k, v in _UNIT_FACTORS[kind].items()}
     if key not in table:
         raise InputError(path, f"unit {unit!r} of {target} is not one farfield converts ({kind}: "

@@ -143,6 +143,14 @@ class TaskConfig:
         if not hasattr(self, "_requested"):
             object.__setattr__(self, "_requested", {k: getattr(self, k) for k in _AUTO_KEYS})
 
+    def evolve(self, **changes) -> "TaskConfig":
+        """This config with ``changes``, keeping what the user asked for (``auto`` / None) so that the result
+        still resolves against its dataset (``dataclasses.replace`` would record the resolved values)."""
+        out = replace(self, **changes)
+        object.__setattr__(out, "_requested", {**self._requested,
+                                               **{k: v for k, v in changes.items() if k in _AUTO_KEYS}})
+        return out
+
     @property
     def requested(self) -> dict:
         """The values of ``kind`` / ``num_outputs`` / ``monitor`` as the user gave them (``auto`` / None)."""

@@ -186,7 +186,7 @@ def task_for_data(cfg: TrainConfig, dm):
     if width == t.num_outputs:
         return t
     if t.requested["num_outputs"] is None:
-        out = replace(t, num_outputs=width)
+        out = replace(t, num_outputs=width)             # resolved from the data; the request stays None
         object.__setattr__(out, "_requested", t.requested)
         return out
     raise ConfigError(f"task.num_outputs={t.num_outputs}, but the targets of {cfg.data.dataset!r} have {width} "
@@ -218,7 +218,9 @@ def build_module(cfg: TrainConfig, dm):
     strategy = cfg.model.strategy()
     model = effective_model(cfg).build(dm.input_spec,
                                        max_edge_length=dm.max_edge_length if strategy.is_graph else None)
-    module = TaskModule(model, task, cfg.optim, dm.target_mean, dm.target_std, config=cfg.to_dict(),
+    regression = task.kind in ("graph_regression", "node_regression")   # class labels are not standardised
+    module = TaskModule(model, task, cfg.optim, dm.target_mean if regression else None,
+                        dm.target_std if regression else None, config=cfg.to_dict(),
                         grouped=getattr(dm, "grouped", False), pair=getattr(dm, "pair", False),
                         sign_flip=sign_flip_columns(cfg), seed=cfg.run.seed)
     return module, parameter_counts(model)
@@ -364,12 +366,18 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
 IDENTITY_CUTOFFS = ("30%", "40%", "50%", "70%", "95%")
 
 
+def _eval_batches(dm):
+    """The test split's batches exactly as the test loop sees them (fixed draw of random edges, padding copies
+    marked), falling back to validation when there is no test split."""
+    loader = dm.test_dataloader() if len(dm.test) else dm.val_dataloader()
+    return list(loader)
+
+
 def _by_identity(module, dm) -> dict:
     """Test metrics per sequence-identity cut-off (Gligorijevic et al. 2021) when the test graphs carry
     ``identity`` [1, 5] (DeepFRI sets): ``{"test_by_identity": {"30%": {"n": ..., "fmax": ...}, ...}}`` for the
-    best checkpoint; {} otherwise."""
-    from torch_geometric.data import Batch
-
+    best checkpoint; {} otherwise. Predictions come from the test loader's batches, so the graphs have the
+    edges the model was evaluated with (including a random-edge strategy's fixed evaluation draw)."""
     from farfield.data.fields import IDENTITY
     from farfield.train.stats import classification_metrics
     graphs = dm.test
@@ -381,11 +389,11 @@ def _by_identity(module, dm) -> dict:
     module.eval()
     scores, labels, ident = [], [], []
     with torch.no_grad():
-        for i in range(0, len(graphs), 32):
-            items = [graphs[k] for k in range(i, min(i + 32, len(graphs)))]
-            scores.append(torch.sigmoid(module(Batch.from_data_list(items))).double())
-            labels.append(torch.cat([g.y for g in items]).double())
-            ident.append(torch.cat([getattr(g, IDENTITY).reshape(1, -1) for g in items]).bool())
+        for b in dm.test_dataloader():
+            keep = b.eval_weight > 0 if getattr(b, "eval_weight", None) is not None else slice(None)
+            scores.append(torch.sigmoid(module(b)).double()[keep])
+            labels.append(b.y.double().reshape(b.num_graphs, -1)[keep])
+            ident.append(getattr(b, IDENTITY).reshape(b.num_graphs, -1).bool()[keep])
     s, y, ident = torch.cat(scores).numpy(), torch.cat(labels).numpy(), torch.cat(ident).numpy()
     out = {}
     for c, name in enumerate(IDENTITY_CUTOFFS[: ident.shape[1]]):
@@ -396,11 +404,12 @@ def _by_identity(module, dm) -> dict:
 
 
 def _throughput(module, dm) -> dict:
-    """Inference graphs/s and peak memory (MB; CUDA allocator or CPU resident-set growth) on the test set."""
-    from torch_geometric.data import Batch
+    """Inference graphs/s on the test loader's batches (as evaluated: with the strategy's edges) and peak
+    memory (MB; CUDA allocator or CPU resident-set growth)."""
     module.eval()
-    graphs = dm.test if len(dm.test) else dm.val
-    batches = [Batch.from_data_list(list(graphs[i:i + 32])) for i in range(0, len(graphs), 32)]
+    batches = _eval_batches(dm)
+    if not batches:
+        return {"graphs_per_sec": None, "peak_rss_mb": _peak_rss_mb()}
     with torch.no_grad():
         module(batches[0])                       # warm-up
     t = time.perf_counter()
@@ -408,7 +417,8 @@ def _throughput(module, dm) -> dict:
         for b in batches:
             module(b)
     dt = time.perf_counter() - t
-    return {"graphs_per_sec": len(graphs) / dt if dt > 0 else None, "peak_rss_mb": _peak_rss_mb()}
+    n = sum(int(b.num_graphs) for b in batches)
+    return {"graphs_per_sec": n / dt if dt > 0 else None, "peak_rss_mb": _peak_rss_mb()}
 
 
 def _reset_peak() -> None:

@@ -138,7 +138,7 @@ class Study:
                 lr_opts = dict(self.base.model.long_range_options) if strategy == self.base.model.long_range else {}
                 model = replace(self.base.model, backbone=b, long_range=strategy, long_range_options=lr_opts,
                                 backbone_options={**opts, **(wide_options[b] if label == WIDE else {})})
-                task = replace(self.base.task, noisy_nodes=float(self.noisy_nodes)) if noisy else self.base.task
+                task = self.base.task.evolve(noisy_nodes=float(self.noisy_nodes)) if noisy else self.base.task
                 for split in self.split_seeds:
                     for k in range(self.seeds):
                         cfg = replace(self.base, model=model, task=task,
