@@ -35,10 +35,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve(root: Path):
-    """Serve ``root`` on 127.0.0.1 (a free port); yields the base URL. ``RangeHandler.log`` starts empty."""
+def serve(root: Path, handler=None):
+    """Serve ``root`` on 127.0.0.1 (a free port) with ``handler`` (default :class:`RangeHandler`); yields the
+    base URL. ``RangeHandler.log`` starts empty."""
     RangeHandler.log = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(RangeHandler, directory=str(root)))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(handler or RangeHandler, directory=str(root)))
     t = threading.Thread(target=httpd.serve_forever, daemon=True)
     t.start()
     try:
@@ -46,3 +47,18 @@ def serve(root: Path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+class MisplacedRangeHandler(RangeHandler):
+    """A broken server: answers a Range request with 206 but sends the file from byte 0."""
+
+    def do_GET(self):
+        p = Path(self.translate_path(self.path))
+        if not self.headers.get("Range") or not p.is_file():
+            return super().do_GET()
+        data = p.read_bytes()
+        self.send_response(206)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Content-Range", f"bytes 0-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        self.wfile.write(data)

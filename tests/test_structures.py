@@ -162,6 +162,25 @@ def test_fetch_bcif_and_resume(server, tmp_path):
         st.fetch_structures(["1aki"], dest, fmt="mmtf")
 
 
+def test_resume_at_the_wrong_offset_is_refused_and_the_manifest_is_kept(tmp_path, structures):
+    from _http import MisplacedRangeHandler
+    root = tmp_path / "served"
+    root.mkdir()
+    shutil.copyfile(structures / "1aki.cif", root / "1AKI.cif")
+    dest = tmp_path / "pdb"
+    dest.mkdir()
+    data = (root / "1AKI.cif").read_bytes()
+    (dest / "1aki.cif.part").write_bytes(data[:500])
+    with serve(root, MisplacedRangeHandler) as base:
+        with pytest.warns(UserWarning, match="wrong offset"):
+            got, failed = st.fetch_structures(["1AKI"], dest, base_url=base + "/{ID}.cif", offline=False)
+        assert failed == ["1AKI"] and not (dest / "1aki.cif").exists() and not (dest / "1aki.cif.part").exists()
+        got, failed = st.fetch_structures(["1AKI"], dest, base_url=base + "/{ID}.cif", offline=False)  # whole
+    assert failed == [] and got["1AKI"].read_bytes() == data
+    manifest = __import__("json").loads((dest / st._MANIFEST).read_text())
+    assert manifest["1aki.cif"]["md5"] == __import__("hashlib").md5(data).hexdigest()
+
+
 def test_fetch_offline_names_missing_files(server, tmp_path, structures):
     root, base = server
     mine = tmp_path / "mine"

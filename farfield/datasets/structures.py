@@ -147,6 +147,12 @@ def _load_manifest(dest: Path) -> dict:
         return {}
 
 
+def _save_manifest(dest: Path, manifest: dict) -> None:
+    tmp = dest / (_MANIFEST + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, dest / _MANIFEST)
+
+
 def _get(url: str, target: Path, timeout: float) -> None:
     """Download ``url`` to ``target`` through ``target.part`` (resumed with a Range request) and check the
     size against Content-Length."""
@@ -164,7 +170,15 @@ def _get(url: str, target: Path, timeout: float) -> None:
         raise
     with resp:
         status = getattr(resp, "status", 200)
-        if not (have and status == 206):
+        if have and status == 206:
+            # the server must resume exactly where the part file ends, or the pieces would not fit together
+            start = re.match(r"bytes\s+(\d+)-", resp.headers.get("Content-Range") or "")
+            if start is None or int(start.group(1)) != have:
+                part.unlink(missing_ok=True)
+                raise InputError(target, f"the server resumed {url} at the wrong offset (Content-Range "
+                                         f"{resp.headers.get('Content-Range')!r}, expected byte {have}); the partial "
+                                         "file was removed, run again to download it whole")
+        else:
             have = 0
         length = resp.headers.get("Content-Length")
         with open(part, "ab" if have else "wb") as f:
@@ -247,9 +261,10 @@ def fetch_structures(ids, dest=None, *, base_url: str | None = None, fmt: str = 
                 target.unlink(missing_ok=True)
                 raise InputError(target, f"downloaded from {urls[pid]} but does not parse: {e.reason}") from None
             digest = md5sum(target)
-            with lock:
+            with lock:                      # recorded as each file is accepted, so an interrupted fetch keeps it
                 manifest[target.name] = {"md5": digest, "size": target.stat().st_size, "url": urls[pid]}
                 found[pid] = target
+                _save_manifest(dest, manifest)
         except urllib.error.HTTPError as e:
             failed[pid] = f"HTTP {e.code} {e.reason}"
         except InputError as e:
@@ -267,9 +282,6 @@ def fetch_structures(ids, dest=None, *, base_url: str | None = None, fmt: str = 
                 bar.update(1)
     if bar is not None:
         bar.close()
-    tmp = dest / (_MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, dest / _MANIFEST)
     failures = [pid for pid in missing if pid in failed]
     if failures:
         warnings.warn(f"{len(failures)} of {len(wanted)} structure(s) could not be fetched: "
