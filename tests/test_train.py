@@ -126,7 +126,7 @@ def test_task_heads(kind, n, y):
         gs.append(d)
     b = Batch.from_data_list(gs)
     b.y = y() if y is not None else torch.randn(10, n)
-    m = TaskModule(build_backbone("schnet", InputSpec(4), hidden=8, num_layers=1, cutoff=10.0),
+    m = TaskModule(build_backbone("schnet", InputSpec(4), hidden=8, num_layers=1, cutoff=50.0),
                    TaskConfig(kind=kind, num_outputs=n), OptimConfig())
     out = m(b)
     assert out.shape == ((10, n) if kind == "node_regression" else (2, n))
