@@ -14,14 +14,25 @@ def data_root() -> Path:
     return Path(os.environ.get("FARFIELD_TEST_DATA", ROOT.parent / "shared" / "data")).resolve()
 
 
+def missing_data(msg: str):
+    """Skip a test whose real data is absent, with ``msg`` as the reason; under CI=true, fail instead."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+@pytest.fixture
+def isolated_cache(tmp_path, monkeypatch):
+    """A private download / featurisation cache, and no network."""
+    monkeypatch.setenv("FARFIELD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FARFIELD_OFFLINE", "1")          # no test may reach the network
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     d = data_root()
     if not (d / "structures").is_dir():
-        msg = f"test data folder {d} is missing (set FARFIELD_TEST_DATA)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing_data(f"test data folder {d} is missing (set FARFIELD_TEST_DATA)")
     return d
 
 

@@ -5,8 +5,6 @@ reason when the folder is absent, failed under CI=true."""
 from __future__ import annotations
 
 import functools
-import os
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import missing_data
 from farfield.datasets import DATASETS, dataset_info
 from farfield.datasets import atom3d_tasks as T
 from farfield.errors import ConfigError, InputError
@@ -30,10 +29,7 @@ def data() -> Path:
     d = data_root()
     need = [d / "structures" / "1l2y.pdb", d / "atom3d" / "pdb" / "103l.pdb", d / "atom3d" / "ligands_sdf"]
     if not all(p.exists() for p in need):
-        msg = f"ATOM3D test structures are missing under {d} (set FARFIELD_TEST_DATA)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing_data(f"ATOM3D test structures are missing under {d} (set FARFIELD_TEST_DATA)")
     return d
 
 
@@ -318,12 +314,6 @@ def _train(tmp_path, name, dataset, path, kind="graph_regression", options=None)
     return m
 
 
-def _pair_support() -> bool:
-    out = subprocess.run(["grep", "-n", "component", *map(str, (ROOT / "farfield" / "train").glob("*.py"))],
-                         capture_output=True, text=True)
-    return bool(out.stdout.strip())
-
-
 def test_one_epoch_psr_and_lba(data, tmp_path, monkeypatch):
     monkeypatch.setenv("FARFIELD_CACHE", str(tmp_path / "cache"))
     items = _psr_items(data)
@@ -336,8 +326,6 @@ def test_one_epoch_psr_and_lba(data, tmp_path, monkeypatch):
     assert any(k.startswith("test/") for k in m)
 
 
-@pytest.mark.skipif(not _pair_support(), reason="the train layer's MSP pair support (node field 'component') has "
-                                                "not landed in farfield/train yet")
 def test_one_epoch_msp(data, tmp_path):
     items = _msp_items(data)
     _write_splits(tmp_path / "msp", (items[:4], items[4:5], items[5:]))

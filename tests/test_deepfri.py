@@ -26,10 +26,7 @@ EC_LABELS = {"1S3P-A": "1.1.1.1", "4HHB-A": "2.7.11.1,3.2.1.17", "4HHB-B": "2.7.
 IDENTITY = {"4HHB-C": "1,1,1,1,1", "4HHB-D": "0,0,0,1,1"}
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("FARFIELD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FARFIELD_OFFLINE", "1")          # no test may reach the network
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

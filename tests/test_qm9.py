@@ -6,7 +6,6 @@ skipped with a reason when absent, failed under CI=true); everything else is wri
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -16,6 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
+from conftest import missing_data
 from farfield.datasets import DATASETS, dataset_info, target_units
 from farfield.datasets import qm9 as Q
 from farfield.errors import ConfigError, InputError
@@ -29,10 +29,7 @@ HCN = dict(mu=2.8937, alpha=12.99, homo=-0.3604, lumo=0.0191, gap=0.3796, r2=48.
 
 def _need(p: Path) -> Path:
     if not p.exists():
-        msg = f"QM9 test data {p} is missing (set FARFIELD_TEST_DATA)"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(msg)
-        pytest.skip(msg)
+        missing_data(f"QM9 test data {p} is missing (set FARFIELD_TEST_DATA)")
     return p
 
 

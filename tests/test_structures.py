@@ -16,10 +16,7 @@ from farfield.errors import ConfigError, InputError
 from farfield.io.residues import ResidueView
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("FARFIELD_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("FARFIELD_OFFLINE", "1")          # no test may reach the network
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")
