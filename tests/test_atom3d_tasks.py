@@ -77,7 +77,7 @@ def test_psr_items_labels_groups_and_splits(data, tmp_path):
     rmsd = DATASETS["psr"](tmp_path / "all", target="rmsd")
     assert rmsd[1].y.item() == pytest.approx(1.0)
     info = dataset_info("psr")
-    assert info["task"] == {"kind": "graph_regression", "num_outputs": 1}
+    assert info["task"] == {"kind": "graph_regression", "num_outputs": 1, "pooling": "mean"}
     assert DATASETS["psr"].default_target == "gdt_ts"
     # official split from ATOM3D's split-by-year/data/{train,val,test}
     _write_splits(tmp_path / "psr" / "split-by-year" / "data", (items[:4] + items[6:7], items[4:5] + items[7:8],
@@ -193,7 +193,7 @@ def test_msp_pairs_components_and_environment(data, tmp_path):
     assert g.y.tolist() == [[1.0]] and full[1].y.tolist() == [[0.0]]
     assert g.x_s.shape == (g.num_nodes, 9) and int(g.chain_index.max()) == 1      # the parts never share a chain
     info = dataset_info("msp")
-    assert info["pair"] is True and info["task"] == {"kind": "binary", "num_outputs": 1}
+    assert info["pair"] is True and info["task"] == {"kind": "binary", "num_outputs": 1, "pooling": "mean"}
     # environment: atoms within 6 A of the CA of residue A3 (ATOM3D's EnvironmentSelection), in both structures
     env = DATASETS["msp"](tmp_path / "all")[0]
     ca = heavy.coords[(heavy.res_seq == 3) & (heavy.atom_name == "CA")][0]
@@ -271,7 +271,7 @@ def test_lba_pocket_ligand_graph_and_identity_splits(data, tmp_path):
     assert g.y.tolist() == [[5.0]] and gs[3].y.item() == pytest.approx(8.0)
     full = DATASETS["lba"](root, protein="full")[0]
     assert full.num_nodes == int((prot.element != "H").sum()) + n_lig
-    assert dataset_info("lba")["task"] == {"kind": "graph_regression", "num_outputs": 1}
+    assert dataset_info("lba")["task"] == {"kind": "graph_regression", "num_outputs": 1, "pooling": "mean"}
     with pytest.raises(ConfigError, match="identity must be 30 or 60"):
         DATASETS["lba"](root, identity=40)
     with pytest.raises(ConfigError, match=r"unknown lba target 'kd'; valid names: \['neglog_aff'\]"):

@@ -29,7 +29,8 @@ def test_registered_and_task_depends_on_the_csv(tmp_path, structures):
     assert DATASETS["folder"].resolve() is folder
     assert "task" not in dataset_info("folder") and folder.task_for is task_for
     p = _csv(tmp_path, "id,y\n1l2y,0.5\n1orc,-1.25\n")
-    assert task_for(p) == {"kind": "graph_regression", "num_outputs": 1, "label_names": ["y"]}
+    assert task_for(p) == {"kind": "graph_regression", "num_outputs": 1, "label_names": ["y"],
+                           "pooling": "mean"}
     graphs = _load(p, structures)
     assert [g.name for g in graphs] == ["1l2y", "1orc"]
     assert graphs[0].y.tolist() == [[0.5]] and graphs[1].y.tolist() == [[-1.25]]
@@ -103,7 +104,8 @@ def test_atom_level_and_presets(tmp_path, structures):
 def test_node_level_labels(tmp_path, structures):
     rows = "".join(f"1l2y,A,{r},{r / 10}\n" for r in range(1, 21) if r != 7)
     p = _csv(tmp_path, "id,chain,resnum,dist\n" + rows)
-    assert task_for(p) == {"kind": "node_regression", "num_outputs": 1, "label_names": ["dist"]}
+    assert task_for(p) == {"kind": "node_regression", "num_outputs": 1, "label_names": ["dist"],
+                           "pooling": "mean"}
     with pytest.raises(InputError, match=r"1 of 20 residues of 1l2y.pdb have no label \(\['A7'\]\)"):
         _load(p, structures)
     g = _load(p, structures, missing_label=-1)[0]

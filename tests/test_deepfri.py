@@ -121,7 +121,8 @@ def test_real_ec_with_the_sample_structures(nrpdb, data_dir):
     g0, g1 = seq[0], seq[1]
     assert g0.y.shape == (1, 538) and _labels(g0) == [classes.index("4.6.1.-")]
     assert _labels(g1) == [classes.index("3.1.4.-")]
-    assert dataset_info("ec")["task"] == {"kind": "multilabel", "num_outputs": 538, "monitor": "fmax"}
+    assert dataset_info("ec")["task"] == {"kind": "multilabel", "num_outputs": 538, "monitor": "fmax",
+                                          "pooling": "mean"}
     # no GO annotation TSV ships with the test data: a clear message says where to get it
     with pytest.raises(InputError, match="no DeepFRI GO annotation file.*DeepFRI"):
         DATASETS["go-mf"](str(nrpdb))

@@ -116,9 +116,10 @@ def test_mse_and_hydrogen_options(structures):
 def test_chain_breaks(structures):
     rv = ResidueView.from_structure(read_structure(structures / "2XHE.pdb"))
     assert rv.chain_break.any()
-    ca = rv.ca
     i = np.flatnonzero(rv.chain_break)
-    assert (np.linalg.norm(ca[i] - ca[i - 1], axis=1) > 4.2).all()
+    # a break is a missing peptide bond: C(i-1)-N(i) > 2.5 A (all backbone atoms are present here)
+    assert rv.backbone_mask[i, 0].all() and rv.backbone_mask[i - 1, 2].all()
+    assert (np.linalg.norm(rv.backbone[i, 0] - rv.backbone[i - 1, 2], axis=1) > 2.5).all()
     assert (rv.chain_index[i] == rv.chain_index[i - 1]).all()
     # segments increase at every break and every chain change
     assert rv.segment_index[-1] == rv.chain_break.sum() + rv.chain_index.max()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -102,12 +103,15 @@ def test_featurised_graph_shapes_and_ranges(lrgb_dir):
     gs = lrgb.peptides_func(lrgb_dir, limit=25, lap_pe=4, rwse=8, progress=False)
     assert len(gs) == 25
     lay = lrgb.feature_layout(4, 8)
+    assert (lay["lap_pe"], lay["lap_eigvals"], lay["rwse"]) == (slice(174, 178), slice(178, 182), slice(182, 190))
+    # random sign flips touch the eigenvectors only, never the eigenvalue columns
+    assert lrgb.sign_flip_columns({"lap_pe": 4, "rwse": 8}) == lay["lap_pe"]
     tr, va, te = lrgb.official_split("peptides_func", lrgb_dir)
     code = np.zeros(15535, dtype=int)
     code[va], code[te] = 1, 2
     for i, g in enumerate(gs):
         n, e = g.num_nodes, g.edge_index.shape[1]
-        assert g.x_s.shape == (n, lrgb.ATOM_WIDTH + 12) == (n, 186) and g.x_s.dtype == torch.float32
+        assert g.x_s.shape == (n, lrgb.ATOM_WIDTH + 16) == (n, 190) and g.x_s.dtype == torch.float32
         assert g.edge_s.shape == (e, lrgb.BOND_WIDTH) == (e, 13)
         assert 5 < n < 500 and e > 0 and e % 2 == 0
         _blocks_are_onehot(g.x_s[:, lay["ogb"]], lrgb.ATOM_FEATURE_DIMS)
@@ -123,6 +127,22 @@ def test_featurised_graph_shapes_and_ranges(lrgb_dir):
         assert rw.min() >= 0 and rw.max() <= 1 and torch.all(rw[:, 0] == 0)   # no self loops: P_ii = 0
         pe = g.x_s[:, lay["lap_pe"]].double()
         assert torch.allclose(pe.T @ pe, torch.eye(4, dtype=torch.float64), atol=1e-4)
+        # GraphGPS keeps eigenvector 0: constant (1/sqrt(n)) on these connected graphs, eigenvalue 0
+        assert torch.allclose(pe[:, 0], torch.full((n,), n ** -0.5, dtype=torch.float64), atol=1e-4)
+        assert torch.allclose(pe[:, 1:].sum(0), torch.zeros(3, dtype=torch.float64), atol=1e-4)
+        ev = g.x_s[:, lay["lap_eigvals"]].double()
+        assert torch.all(ev == ev[0]) and abs(float(ev[0, 0])) < 1e-5 and torch.all(ev[0, 1:] > 0)
+        assert torch.all(ev[0, 1:] >= ev[0, :-1])
+        adj = torch.zeros(n, n, dtype=torch.float64)
+        adj[ei[0], ei[1]] = 1.0
+        lap = torch.diag(adj.sum(1)) - adj
+        assert torch.allclose(lap @ pe, pe * ev[0], atol=1e-4)
+    # the old setting: eigenvectors 1..k without eigenvalue columns
+    old = lrgb.peptides_func(lrgb_dir, limit=3, lap_pe=4, lap_skip_trivial=True, lap_eigvals=False, progress=False)
+    assert lrgb.sign_flip_columns({"lap_pe": 4, "lap_eigvals": False}) == slice(174, 178)
+    for g in old:
+        pe = g.x_s[:, 174:].double()
+        assert g.x_s.shape[1] == 178
         assert torch.allclose(pe.sum(0), torch.zeros(4, dtype=torch.float64), atol=1e-4)  # orthogonal to 1
 
 
@@ -147,9 +167,9 @@ def test_positional_encodings_small_graphs():
     ei = np.stack([np.r_[src, (src + 1) % n], np.r_[(src + 1) % n, src]])
     rw = lrgb.random_walk_se(ei, n, 4)
     assert np.allclose(rw, np.array([0, 0.5, 0, 0.375])[None].repeat(n, 0))
-    # path of 5: LapPE satisfies L v = lambda v with the k smallest non-zero eigenvalues
+    # path of 5, skip_trivial (the pre-GraphGPS setting): L v = lambda v with the k smallest non-zero eigenvalues
     ei = np.array([[0, 1, 2, 3], [1, 2, 3, 4]])
-    pe = lrgb.laplacian_pe(ei, 5, 2).astype(np.float64)
+    pe = lrgb.laplacian_pe(ei, 5, 2, skip_trivial=True, eigenvalues=False).astype(np.float64)
     a = np.zeros((5, 5))
     a[ei[0], ei[1]] = a[ei[1], ei[0]] = 1
     lap = np.diag(a.sum(1)) - a
@@ -157,13 +177,129 @@ def test_positional_encodings_small_graphs():
     assert np.allclose(lap @ pe, pe * lam[None], atol=1e-5)
     first = (np.abs(pe) >= np.abs(pe).max(0) - 1e-5).argmax(0)
     assert np.all(pe[first, [0, 1]] > 0)                        # sign convention (ties: first entry)
-    assert lrgb.laplacian_pe(ei, 5, 8)[:, 4:].tolist() == [[0.0] * 4] * 5   # padded
-    sym = lrgb.laplacian_pe(ei, 5, 2, normalization="sym")
+    assert lrgb.laplacian_pe(ei, 5, 8, skip_trivial=True, eigenvalues=False)[:, 4:].tolist() == [[0.0] * 4] * 5
+    sym = lrgb.laplacian_pe(ei, 5, 2, normalization="sym", eigenvalues=False)
     assert np.allclose(np.linalg.norm(sym, axis=0), 1, atol=1e-5)
     x = torch.ones(5, 3)
     flipped = lrgb.random_sign_flip(x, torch.tensor([0, 0, 0, 1, 1]), slice(1, 3), torch.Generator().manual_seed(0))
     assert torch.all(flipped[:, 0] == 1) and torch.all(flipped.abs() == 1)
     assert torch.all(flipped[:3, 1:] == flipped[0, 1:]) and torch.all(flipped[3:, 1:] == flipped[3, 1:])
+
+
+def _graphgps_lap(ei, n, k, normalization="none"):
+    """Reference LapPE as GraphGPS's ``get_lap_decomp_stats`` computes it (Rampasek et al. 2022), written
+    here with numpy: eigendecomposition of L (D - A, or I - D^-1/2 A D^-1/2 with 0 for isolated nodes), the k
+    lowest eigenpairs including eigenvector 0, eigenvalues clipped at 0, eigenvectors L2-normalised,
+    NaN-padded to k when n < k."""
+    a = np.zeros((n, n))
+    ei = np.asarray(ei)
+    if ei.size:
+        a[ei[0], ei[1]] = a[ei[1], ei[0]] = 1
+    deg = a.sum(1)
+    if normalization == "none":
+        lap = np.diag(deg) - a
+    else:
+        d = np.zeros(n)
+        d[deg > 0] = 1 / np.sqrt(deg[deg > 0])
+        lap = np.eye(n) - d[:, None] * a * d[None, :]
+    vals, vecs = np.linalg.eigh(lap)
+    idx = vals.argsort()[:k]
+    vals, vecs = np.clip(vals[idx], 0, None), vecs[:, idx]
+    vecs = vecs / np.linalg.norm(vecs, axis=0, keepdims=True)
+    pad = k - len(idx)
+    return np.r_[vals, np.full(pad, np.nan)], np.c_[vecs, np.full((n, pad), np.nan)], lap
+
+
+def _check_against_graphgps(ei, n, k, normalization="none"):
+    got = lrgb.laplacian_pe(ei, n, k, normalization).astype(np.float64)
+    assert got.shape == (n, 2 * k)
+    vec, val = got[:, :k], got[:, k:]
+    ref_val, ref_vec, lap = _graphgps_lap(ei, n, k, normalization)
+    m = min(n, k)
+    # eigenvalues: one block of k columns, the same on every node; padding (GraphGPS: NaN) is 0
+    assert np.allclose(val, np.nan_to_num(ref_val, nan=0.0)[None], atol=1e-5)
+    assert (vec[:, m:] == 0).all() and (val[:, m:] == 0).all()
+    vec, ref_vec, lam = vec[:, :m], ref_vec[:, :m], ref_val[:m]
+    assert np.allclose(vec.T @ vec, np.eye(m), atol=1e-5)
+    assert np.allclose(lap @ vec, vec * lam[None], atol=1e-5)
+    # each eigenvector equals GraphGPS's up to its (arbitrary) sign; within a degenerate eigenspace the basis
+    # is arbitrary, so there the spanned space is compared (when the whole space is among the k kept)
+    for v in np.unique(np.round(lam, 6)):
+        cols = np.flatnonzero(np.abs(lam - v) < 1e-6)
+        mult = int((np.abs(np.linalg.eigvalsh(lap) - v) < 1e-6).sum())
+        if len(cols) == 1 and mult == 1:
+            j = cols[0]
+            assert np.allclose(vec[:, j], ref_vec[:, j], atol=1e-5) or np.allclose(vec[:, j], -ref_vec[:, j], atol=1e-5)
+        elif len(cols) == mult:
+            assert np.allclose(vec[:, cols] @ vec[:, cols].T, ref_vec[:, cols] @ ref_vec[:, cols].T, atol=1e-5)
+    # farfield's deterministic sign: the largest-magnitude entry (first on ties) is positive
+    first = (np.abs(vec) >= np.abs(vec).max(0) - 1e-5).argmax(0)
+    assert np.all(vec[first, np.arange(m)] > 0)
+    return vec, lam
+
+
+def _und(pairs):
+    p = np.asarray(pairs).T
+    return np.concatenate([p, p[::-1]], 1)
+
+
+def test_laplacian_pe_matches_graphgps():
+    path = _und([(i, i + 1) for i in range(6)])                       # 7 nodes
+    vec, lam = _check_against_graphgps(path, 7, 4)
+    assert np.allclose(vec[:, 0], 7 ** -0.5, atol=1e-6) and abs(lam[0]) < 1e-9    # eigenvector 0 kept
+    assert np.allclose(lam, 2 - 2 * np.cos(np.pi * np.arange(4) / 7), atol=1e-6)
+    ring = _und([(i, (i + 1) % 6) for i in range(6)])                 # degenerate pairs
+    _check_against_graphgps(ring, 6, 3)
+    _check_against_graphgps(ring, 6, 4)
+    two = _und([(0, 1), (1, 2), (3, 4)])                              # components {0,1,2}, {3,4}, isolated 5
+    vec, lam = _check_against_graphgps(two, 6, 5)
+    assert np.allclose(lam[:3], 0, atol=1e-6)                         # one zero eigenvalue per component
+    _check_against_graphgps(path, 7, 10)                              # fewer nodes than k: padded
+    _check_against_graphgps(_und([(0, 1)]), 2, 10)
+    vec, lam = _check_against_graphgps(np.zeros((2, 0), dtype=np.int64), 1, 3)   # a single atom
+    assert vec.tolist() == [[1.0]] and lam.tolist() == [0.0]
+    _check_against_graphgps(path, 7, 4, normalization="sym")
+    _check_against_graphgps(two, 6, 4, normalization="sym")
+    assert lrgb.laplacian_pe(path, 0, 4).shape == (0, 8)
+
+
+def test_laplacian_pe_options():
+    path = _und([(i, i + 1) for i in range(6)])
+    full = lrgb.laplacian_pe(path, 7, 4)
+    vec_only = lrgb.laplacian_pe(path, 7, 4, eigenvalues=False)
+    assert vec_only.shape == (7, 4) and np.array_equal(vec_only, full[:, :4])
+    # skip_trivial: eigenvectors 1..k (eigenvector 0 dropped), their eigenvalues after them
+    skip = lrgb.laplacian_pe(path, 7, 3, skip_trivial=True)
+    more = lrgb.laplacian_pe(path, 7, 4)
+    assert skip.shape == (7, 6)
+    assert np.allclose(skip[:, :3], more[:, 1:4]) and np.allclose(skip[:, 3:], more[:, 5:8])
+    assert np.allclose(skip[:, :3].sum(0), 0, atol=1e-6)
+    with pytest.raises(ConfigError, match="normalization"):
+        lrgb.laplacian_pe(path, 7, 4, normalization="rw")
+
+
+def test_laplacian_pe_sym_isolated_atoms_no_warning():
+    ei = _und([(0, 1), (1, 2)])                                       # nodes 3 and 4 have degree 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pe = lrgb.laplacian_pe(ei, 5, 4, normalization="sym")
+        lrgb.laplacian_pe(ei, 5, 4, normalization="sym", skip_trivial=True)
+    assert np.isfinite(pe).all()
+    _check_against_graphgps(ei, 5, 4, normalization="sym")
+
+
+def test_laplacian_pe_real_peptide(lrgb_dir):
+    import pandas as pd
+    smi = pd.read_csv(_files(lrgb_dir)[0], nrows=1)["smiles"][0]
+    g = lrgb.smiles_to_graph(smi)
+    n = g["atom"].shape[0]
+    vec, lam = _check_against_graphgps(g["edge_index"], n, 10)        # the Peptides setting: k = 10, L = D - A
+    assert n > 10 and lam[0] < 1e-6 and np.allclose(vec[:, 0], n ** -0.5, atol=1e-5)
+
+
+def test_task_info_pooling_is_mean():
+    for name in ("peptides_func", "peptides_struct"):
+        assert lrgb.DATASET_INFO[name]["task"]["pooling"] == "mean"    # as GraphGPS / LRGB for Peptides
 
 
 def test_conformer_seeded_and_cached(tmp_path):

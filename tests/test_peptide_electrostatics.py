@@ -162,3 +162,55 @@ def test_bad_inputs_and_options(tmp_path):
         pe.peptide_electrostatics(PATH, hydrogens=True)
     with pytest.raises(ConfigError, match="reference_features"):
         pe.reference_features({}, "dipole")
+
+
+def test_every_sequences_conformers_differ(data):
+    # generator version 1 seeded sequence 0 with RDKit randomSeed=0 and shipped four identical conformers
+    no, g = data["node_offsets"], data["group"]
+    assert data["meta"]["generator_version"] >= 2
+    for s in range(len(data["sequence"])):
+        pos = np.stack([data["pos"][no[i]:no[i + 1]] for i in np.flatnonzero(g == s)])
+        assert pe.min_pairwise_rmsd(pos) > pe.MIN_CONFORMER_RMSD, s
+        e = data["energy"][g == s]
+        assert len(np.unique(np.round(e, 6))) == len(e), s
+
+
+def test_embedding_seeds_are_never_special_to_rdkit():
+    seeds = [pe.embedding_seed(s, i) for s in (0, 1, 7) for i in range(500)]
+    assert min(seeds) >= 1 and max(seeds) < 2 ** 31 - 1
+    assert len(set(seeds)) == len(seeds)
+    with pytest.raises(ValueError, match="positive"):
+        pe.make_sequence("KDAGKE", seed=0)
+
+
+def test_kabsch_rmsd_hand_values():
+    a = np.array([[0.0, 0, 0], [1, 0, 0], [0, 2, 0], [0, 0, 3]])
+    rot = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])
+    assert pe.kabsch_rmsd(a, a @ rot.T + 5.0) < 1e-6          # a rigid motion is 0 A apart (sqrt of round-off)
+    b = a.copy()
+    b[0, 0] += 0.4                                              # one atom moved: RMSD below the raw 0.4/2
+    assert 0 < pe.kabsch_rmsd(a, b) <= 0.2 + 1e-12
+    assert pe.min_pairwise_rmsd(np.stack([a])) == float("inf")
+
+
+def test_module_is_not_shadowed_by_its_loader():
+    import farfield.datasets.peptide_electrostatics as P
+    assert P is pe and callable(P.peptide_electrostatics)
+    assert DATASETS["peptide_electrostatics"] is pe.peptide_electrostatics
+
+
+def test_card_and_study_use_the_same_ridge_fit(data, stats):
+    """The card's composition R^2 is the study's composition baseline R^2 (one ridge implementation)."""
+    from farfield.cli.study import DEFAULT_STUDY
+    from farfield.train.config import TrainConfig, apply_overrides
+    from farfield.train.data import GraphDataModule
+    from farfield.train.study import reference_baselines
+    if PATH != pe.DEFAULT_PATH:
+        pytest.skip("checks the shipped file through the registered loader")
+    cfg = apply_overrides(TrainConfig(), DEFAULT_STUDY)            # the default study's split (0.6/0.2/0.2, seed 0)
+    assert cfg.data.target == "potential" and cfg.data.split_seed == pe.SPLIT["seed"]
+    dm = GraphDataModule(cfg.data, cfg.data.edges, seed=0, standardize=True)
+    dm.setup()
+    ref = reference_baselines(dm, "node_regression")
+    assert math.isclose(ref["composition"]["r2"], stats["potential_composition_r2_test"], rel_tol=1e-9)
+    assert math.isclose(ref["cutoff_oracle"]["r2"], stats["potential_cutoff_oracle_r2_test"], rel_tol=1e-9)

@@ -83,7 +83,8 @@ def test_loader_attributes():
     q = DATASETS["qm9"]
     assert q.default_target == "U0" and q.units["gap"] == "eV" and q.units["alpha"] == "a0^3"
     assert q.units["Cv"] == "cal/(mol K)" and set(Q.TARGETS) <= set(q.units)
-    assert dataset_info("qm9")["task"] == {"kind": "graph_regression", "num_outputs": 1}
+    assert dataset_info("qm9")["task"] == {"kind": "graph_regression", "num_outputs": 1, "pooling": "sum",
+                                           "pooling_by_target": {"homo": "mean", "lumo": "mean", "gap": "mean"}}
     assert target_units("qm9", "homo") == "eV" and target_units("smp") == "eV"
 
 

@@ -87,5 +87,5 @@ def test_convergence_flags_runs_still_improving():
 
 
 def test_variance_components():
-    v = variance_components([1, 3, 11, 13], [0, 0, 1, 1], [0, 1, 0, 1])
+    v = variance_components([1, 3, 11, 13], [0, 0, 1, 1])
     assert v["seed_sd"] == pytest.approx(math.sqrt(2)) and v["split_sd"] == pytest.approx(math.sqrt(50))

@@ -127,3 +127,68 @@ def test_noisy_nodes_arms_keep_auto_task_settings(tmp_path):
     assert noisy.task.noisy_nodes == 0.1 and noisy.task.requested["num_outputs"] is None
     assert noisy.to_dict()["task"]["kind"] == "auto"
     assert task_for_data(noisy, SimpleNamespace(target_mean=torch.zeros(2))).num_outputs == 2
+
+
+def test_eta_costs_each_arm_at_its_own_measured_time():
+    from farfield.train.study import estimate_remaining
+    # 2 workers; 'none' runs took 60 s, 'ewald' runs 150 s; 3 none and 4 ewald left, nothing running
+    eta, unmeasured = estimate_remaining(["none"] * 3 + ["ewald"] * 4, {"none": [50, 70], "ewald": [150]}, {}, 2)
+    assert eta == pytest.approx((3 * 60 + 4 * 150) / 2) and unmeasured == 0
+    # an arm not timed yet is costed at the dearest measured arm, not the cheapest, and is counted
+    eta, unmeasured = estimate_remaining(["none", "random"], {"none": [60], "ewald": [150]}, {}, 2)
+    assert eta == pytest.approx((60 + 150) / 2) and unmeasured == 1
+    # time already spent by runs in flight is credited (at most 95% of their estimate)
+    eta, _ = estimate_remaining(["ewald", "ewald"], {"ewald": [100]}, {"ewald": 80.0}, 2)
+    assert eta == pytest.approx((200 - 80) / 2)
+    eta, _ = estimate_remaining(["ewald"], {"ewald": [100]}, {"ewald": 500.0}, 2)
+    assert eta == pytest.approx(5.0)
+    # fewer runs than workers: the runs, not the workers, bound the parallelism
+    eta, _ = estimate_remaining(["none"], {"none": [60]}, {}, 8)
+    assert eta == pytest.approx(60)
+    eta, unmeasured = estimate_remaining(["none"], {}, {}, 2)
+    assert np.isnan(eta) and unmeasured == 1
+
+
+def test_execution_interleaves_arms_by_seed(tmp_path):
+    from farfield.train.study import execution_order
+    base = load_config(None, [])
+    st = Study(base, strategies=("none", "random", "ewald"), seeds=3, out=str(tmp_path), param_matched=False)
+    runs = st.runs()
+    order = execution_order(runs, list(range(len(runs))))
+    first = [(runs[i].label, runs[i].seed) for i in order[:3]]
+    assert first == [("none", 0), ("random", 0), ("ewald", 0)]
+    assert sorted(order) == list(range(len(runs)))
+    assert [runs[i].seed for i in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+
+
+def test_reference_baselines_stream_without_building_edges(monkeypatch):
+    """Baseline arrays and targets are read from the raw items: no edges are built and no graph list of a lazy
+    split is materialised."""
+    import farfield.train.data as D
+    from farfield.train.config import apply_overrides, TrainConfig
+    from farfield.train.study import reference_baselines
+    cfg = apply_overrides(TrainConfig(), ["data.target=potential", "task.kind=node_regression", "data.limit=40"])
+    dm = D.GraphDataModule(cfg.data, cfg.data.edges, seed=0, standardize=True)
+    dm.setup()
+    expected = reference_baselines(dm, "node_regression")
+    calls = []
+    monkeypatch.setattr(D, "build_edges", lambda *a, **k: calls.append(1))
+    class Store:                      # a lazy store: items by index, node counts in an index
+        def __init__(self, graphs):
+            self.graphs, self.index = graphs, {"num_nodes": np.array([g.num_nodes for g in graphs])}
+
+        def __len__(self):
+            return len(self.graphs)
+
+        def __getitem__(self, i):
+            return self.graphs[i]
+
+    class NoBuild(D.LazySplit):
+        def __getitem__(self, i):
+            raise AssertionError("an item was built with edges")
+
+    dm.train = NoBuild(Store(dm.train), np.arange(len(dm.train)), dm.fixed)
+    got = reference_baselines(dm, "node_regression")
+    assert not calls
+    assert got["composition"]["mae"] == pytest.approx(expected["composition"]["mae"])
+    assert got["mean"]["mae"] == pytest.approx(expected["mean"]["mae"])

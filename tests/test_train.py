@@ -93,9 +93,9 @@ def test_split_is_fixed_and_disjoint():
 
 
 def test_nan_in_data_is_named(tmp_path, monkeypatch):
-    from farfield.datasets import peptide_electrostatics
+    from farfield.datasets import DATASETS
     from farfield.train.data import GraphDataModule
-    graphs = peptide_electrostatics()[:12]
+    graphs = DATASETS["peptide_electrostatics"]()[:12]       # the loader (the package's name is the module)
     graphs[2].pos[0, 0] = float("nan")
     monkeypatch.setitem(__import__("farfield.datasets", fromlist=["DATASETS"]).DATASETS, "peptide_electrostatics",
                         lambda path=None, **kw: graphs)
@@ -248,7 +248,7 @@ def _wait_for_epoch(last, epoch, timeout=180):
     while time.time() - t0 < timeout:
         if last.is_file():
             try:
-                if torch.load(last, weights_only=False)["epoch"] >= epoch:
+                if torch.load(last, weights_only=True)["epoch"] >= epoch:
                     return True
             except Exception:  # noqa: BLE001 - being written
                 pass
@@ -389,3 +389,12 @@ def test_study_over_several_splits_separates_seed_and_split_variance(tmp_path, c
     assert g["variance"]["splits"] == 2 and g["variance"]["seed_sd"] >= 0 and g["variance"]["split_sd"] >= 0
     assert set(summary["baselines"]) == {"0", "1"}
     assert "seed sd" in (tmp_path / "s" / "report.md").read_text()
+
+
+def test_identity_labels_come_from_the_deepfri_cutoffs(monkeypatch):
+    from farfield.datasets import deepfri
+    from farfield.train import run
+    assert not hasattr(run, "IDENTITY_CUTOFFS")                   # one definition: deepfri's
+    assert run.identity_labels() == ("30%", "40%", "50%", "70%", "95%")
+    monkeypatch.setattr(deepfri, "IDENTITY_CUTOFFS", (0.25, 0.9))
+    assert run.identity_labels() == ("25%", "90%")

@@ -9,7 +9,7 @@ lazily loading sequence of ``Data``) registered by name in :data:`DATASETS`. A l
 
 Built in:
 
-* :func:`peptide_electrostatics` - the built-in benchmark that isolates long-range geometry: charge-balanced
+* ``peptide_electrostatics`` - the built-in benchmark that isolates long-range geometry: charge-balanced
   peptides, several conformers per sequence, exact united-atom electrostatic targets and reference-baseline
   features (:mod:`farfield.datasets.peptide_electrostatics`).
 * ``peptides_func``, ``peptides_struct`` - LRGB Peptides (Dwivedi et al. 2022), 2D graphs with bond edges
@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import importlib
 
+# The benchmark's module and its loader share a name; the package keeps the *module* under that name (so that
+# ``import farfield.datasets.peptide_electrostatics as P`` gives the module) and registers the loader in DATASETS.
+from farfield.datasets import peptide_electrostatics
 from farfield.datasets.lrgb import peptides_func, peptides_struct
-from farfield.datasets.peptide_electrostatics import peptide_electrostatics
 
 __all__ = ["DATASETS", "DEFAULT_TARGETS", "UNITS", "LazyLoader", "dataset_info", "peptide_electrostatics",
            "peptides_func", "peptides_struct", "target_units"]
@@ -64,7 +66,7 @@ class LazyLoader:
 
 #: name -> loader ``f(path=None, **options) -> list[Data]``
 DATASETS = {
-    "peptide_electrostatics": peptide_electrostatics,
+    "peptide_electrostatics": peptide_electrostatics.peptide_electrostatics,
     "peptides_func": peptides_func,
     "peptides_struct": peptides_struct,
     "qm9": LazyLoader("farfield.datasets.qm9", "qm9"),

@@ -59,8 +59,8 @@ from farfield.errors import ConfigError, InputError
 __all__ = ["psr", "rsr", "msp", "lba", "COMPONENT", "LIGAND_FLAG", "locate_lmdbs", "parse_mutation",
            "target_of_id", "group_id"]
 
-#: node field of MSP graphs: 0 = original structure, 1 = mutated structure
-COMPONENT = "component"
+#: node field of MSP graphs: 0 = original structure, 1 = mutated structure (defined once, in fields)
+COMPONENT = F.COMPONENT
 #: LBA: name of the last ``x_s`` column (1 = ligand atom)
 LIGAND_FLAG = "ligand"
 _SPLIT_NAMES = (("train", "training"), ("val", "valid", "validation"), ("test",))
@@ -409,9 +409,15 @@ def _decoys(task, path, hydrogens, target, options, default):
 
 
 psr.default_target, psr.units = "gdt_ts", {"gdt_ts": "", "gdt_ha": "", "rmsd": "A", "tm": "", "lddt": ""}
-psr.info = {"provides_edges": False, "task": {"kind": "graph_regression", "num_outputs": 1}, "grouped": True}
+#: readouts (``task.pooling=auto``): every ATOM3D protein target here is intensive - a per-structure quality score
+#: (GDT-TS, RMSD, lDDT), a binding affinity (-log K, a free energy of binding that does not grow with the protein,
+#: least of all with ``protein='full'``) or a pair label - so the head's output is averaged over the nodes. (ATOM3D's
+#: GCN baselines, Townshend et al. 2021, sum node embeddings with ``global_add_pool`` before their MLP;
+#: ``task.pooling=sum`` reproduces that choice.)
+_MEAN = {"kind": "graph_regression", "num_outputs": 1, "pooling": "mean"}
+psr.info = {"provides_edges": False, "task": dict(_MEAN), "grouped": True}
 rsr.default_target, rsr.units = "rms", {"rms": "A"}
-rsr.info = {"provides_edges": False, "task": {"kind": "graph_regression", "num_outputs": 1}, "grouped": True}
+rsr.info = {"provides_edges": False, "task": dict(_MEAN), "grouped": True}
 
 
 # -------------------------------------------------------------------------------------------- MSP
@@ -432,7 +438,7 @@ def msp(path=None, *, hydrogens: bool = False, target: str | None = None, **opti
 
 
 msp.default_target, msp.units = "label", {"label": ""}
-msp.info = {"provides_edges": False, "task": {"kind": "binary", "num_outputs": 1}, "pair": True,
+msp.info = {"provides_edges": False, "task": {"kind": "binary", "num_outputs": 1, "pooling": "mean"}, "pair": True,
             "component_field": COMPONENT}
 
 
@@ -454,4 +460,4 @@ def lba(path=None, *, hydrogens: bool = False, target: str | None = None, **opti
 
 
 lba.default_target, lba.units = "neglog_aff", {"neglog_aff": "-log10(M)"}
-lba.info = {"provides_edges": False, "task": {"kind": "graph_regression", "num_outputs": 1}}
+lba.info = {"provides_edges": False, "task": dict(_MEAN)}

@@ -13,6 +13,14 @@
   complete and every file matches its checksum (a corrupted or half-written entry is reported in a warning,
   deleted and ``None`` returned, so the caller rebuilds it); :meth:`GraphCache.build` featurises items with
   :func:`parallel_map` and writes the store atomically (a temporary folder renamed into place).
+  Processes sharing a cache coordinate through a lock file next to each entry (``<key>.lock``,
+  :func:`entry_lock`: ``fcntl.flock``, standard library only): an entry is opened and checked under a shared
+  lock, and built, deleted or replaced under an exclusive one, so a corrupted entry is never deleted while
+  another process is opening it, a reader never sees an entry half deleted or half replaced, and two processes
+  that build the same entry at once featurise it once (the second waits and takes the first's entry). A store
+  already open reads its shards lazily without the lock; if its entry is replaced meanwhile, each shard it
+  loads is still checked (MD5) against the manifest it was opened with, so it raises rather than mixing the
+  graphs of two builds.
 
 The store implements the **lazy graph sequence protocol** consumed by
 :class:`farfield.train.data.GraphDataModule`: ``len(seq)``, ``seq[i] -> Data`` and ``seq.index`` - a dict of
@@ -21,11 +29,13 @@ The store implements the **lazy graph sequence protocol** consumed by
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import shutil
+import uuid
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -37,8 +47,13 @@ from torch_geometric.data import Data
 from farfield.datasets.download import cache_root, md5sum
 from farfield.errors import InputError
 
+try:
+    import fcntl
+except ImportError:                         # Windows: entries are still swapped by atomic renames, unlocked
+    fcntl = None
+
 __all__ = ["cache_key", "file_identity", "parallel_map", "ShardedGraphStore", "GraphSubset", "GraphCache",
-           "write_store", "graph_to_dict", "graph_from_dict"]
+           "entry_lock", "write_store", "graph_to_dict", "graph_from_dict"]
 
 _FORMAT = 1                  # bumped when the on-disk layout changes
 _MANIFEST = "manifest.json"
@@ -198,7 +213,7 @@ class ShardedGraphStore:
         idx_file = self.folder / _INDEX
         if not idx_file.is_file() or md5sum(idx_file) != self.manifest["index_md5"]:
             raise InputError(idx_file, "cache index is missing or fails its MD5 check")
-        with np.load(idx_file) as z:
+        with np.load(idx_file, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         self.names = [str(s) for s in arrays.pop("names")]
         self.index: dict[str, np.ndarray] = arrays
@@ -291,6 +306,48 @@ class GraphSubset:
         return (self[i] for i in range(len(self)))
 
 
+# ------------------------------------------------------------------------------------------------ lock
+def _lock_file(folder: Path) -> Path:
+    """The lock file of a cache entry: ``<key>.lock`` next to the entry's folder (not inside it, since the
+    folder is deleted and replaced). It is never deleted: removing a lock file others may hold is a race."""
+    return folder.with_name(folder.name + ".lock")
+
+
+@contextlib.contextmanager
+def entry_lock(path: str | Path, shared: bool = False):
+    """Hold a cross-process lock on the file ``path`` (created if needed) while the ``with`` block runs:
+    shared (readers) or exclusive (a process that builds, deletes or replaces the entry). It is an advisory
+    ``fcntl.flock`` lock, released by the kernel if the process dies. Where there is no ``fcntl`` (Windows),
+    the lock file cannot be created (a read-only cache) or the file system refuses ``flock``, the block runs
+    unlocked: entries are still swapped by atomic renames, so a reader sees a whole entry or none.
+
+    Yields:
+        whether the lock is held.
+    """
+    if fcntl is None:
+        yield False
+        return
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
+    except OSError:
+        yield False
+        return
+    locked = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+            locked = True
+        except OSError:                     # e.g. a network file system without flock
+            pass
+        yield locked
+    finally:
+        if locked:
+            fcntl.flock(fd, fcntl.LOCK_UN)  # explicitly: forked workers may still hold a copy of the descriptor
+        os.close(fd)
+
+
 # ------------------------------------------------------------------------------------------------ cache
 class GraphCache:
     """A keyed store under ``<root>/<name>/<key>`` (root default ``<cache>/graphs``; cache =
@@ -310,52 +367,104 @@ class GraphCache:
         self.folder = self.root / name / self.key
         self.config = config
 
+    @property
+    def lock_file(self) -> Path:
+        """The entry's lock file (see :func:`entry_lock`): ``<root>/<name>/<key>.lock``."""
+        return _lock_file(self.folder)
+
+    def lock(self, shared: bool = False):
+        """:func:`entry_lock` on this entry: shared for reading it, exclusive for building or deleting it."""
+        return entry_lock(self.lock_file, shared)
+
+    def _open(self, cached_shards: int, verify: bool) -> tuple[ShardedGraphStore | None, str | None]:
+        """``(store, None)``, ``(None, None)`` when there is no entry, or ``(None, problem)`` for an entry that
+        cannot be used (``''``: a half-written one, without a manifest)."""
+        if not (self.folder / _MANIFEST).is_file():
+            return None, ("" if self.folder.exists() else None)
+        try:
+            return ShardedGraphStore(self.folder, cached_shards, verify), None
+        except InputError as e:
+            return None, str(e)
+
+    def _stamp(self):
+        """Identity of the entry's manifest file (None without one): tells whether the entry was replaced."""
+        try:
+            st = (self.folder / _MANIFEST).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def _discard(self) -> None:
+        """Remove the entry: first renamed away (atomic), then deleted, so no reader sees it half deleted.
+        Called with the exclusive lock held."""
+        trash = self.folder.with_name(f"{self.key}.trash-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            os.replace(self.folder, trash)
+        except FileNotFoundError:
+            return
+        shutil.rmtree(trash, ignore_errors=True)
+
     def load(self, cached_shards: int = 2, verify: bool = True) -> ShardedGraphStore | None:
         """The stored graphs, or None when there are none yet; a corrupted entry (any file failing its
-        check) is reported in a warning, deleted, and None returned."""
-        if not (self.folder / _MANIFEST).is_file():
-            if self.folder.exists():        # a half-written entry
-                shutil.rmtree(self.folder, ignore_errors=True)
-            return None
-        try:
-            return ShardedGraphStore(self.folder, cached_shards, verify)
-        except InputError as e:
-            warnings.warn(f"graph cache {self.folder} is unusable ({e}); rebuilding it", stacklevel=2)
-            shutil.rmtree(self.folder, ignore_errors=True)
-            return None
+        check) is reported in a warning, deleted, and None returned.
+
+        The entry is opened (and checked) under a shared lock, so it waits while another process builds,
+        deletes or replaces it; deleting a corrupted entry takes the exclusive lock, so it waits for the
+        processes reading it, and is skipped when another process rebuilt the entry in the meantime."""
+        with self.lock(shared=True):
+            store, problem = self._open(cached_shards, verify)
+        if store is not None or problem is None:
+            return store
+        with self.lock():
+            store, problem = self._open(cached_shards, verify)      # rebuilt while we waited?
+            if store is not None or problem is None:
+                return store
+            if problem:                     # (a half-written entry is discarded silently)
+                warnings.warn(f"graph cache {self.folder} is unusable ({problem}); rebuilding it", stacklevel=2)
+            self._discard()
+        return None
 
     def build(self, fn, items, workers: int = 1, desc: str | None = None, shard_size: int = 256,
               index_keys=("split", "group"), progress: bool = True, cached_shards: int = 2) -> ShardedGraphStore:
         """Featurise ``items`` with ``fn`` (-> ``Data``, or None / a reason string to leave an item out; see
         :func:`write_store`) over ``workers`` processes, ``shard_size`` items at a time, and store the graphs
-        (atomically)."""
-        tmp = self.folder.with_name(f"{self.key}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        items = list(items)
+        (atomically).
 
-        def graphs():
-            bar = None
-            if progress:
-                from tqdm.auto import tqdm
-                bar = tqdm(total=len(items), desc=desc or f"featurise {self.name}", unit="item")
-            try:
-                for a in range(0, len(items), shard_size):
-                    chunk = items[a:a + shard_size]
-                    yield from parallel_map(fn, chunk, workers, progress=False,
-                                            chunksize=max(1, len(chunk) // (4 * max(1, workers))))
+        The build holds the entry's exclusive lock: other processes wait to read the entry (in :meth:`load`)
+        or to build it, and a build that waited for another process's build of the same key returns that
+        entry instead of featurising again. The new entry is written to a temporary folder and renamed into
+        place; an old one is renamed away first (see :meth:`load`)."""
+        seen = self._stamp()
+        with self.lock():
+            if self._stamp() not in (None, seen):       # another process built this entry while we waited
+                store, _ = self._open(cached_shards, verify=True)
+                if store is not None:
+                    return store
+            tmp = self.folder.with_name(f"{self.key}.tmp-{os.getpid()}")
+            shutil.rmtree(tmp, ignore_errors=True)
+            items = list(items)
+
+            def graphs():
+                bar = None
+                if progress:
+                    from tqdm.auto import tqdm
+                    bar = tqdm(total=len(items), desc=desc or f"featurise {self.name}", unit="item")
+                try:
+                    for a in range(0, len(items), shard_size):
+                        chunk = items[a:a + shard_size]
+                        yield from parallel_map(fn, chunk, workers, progress=False,
+                                                chunksize=max(1, len(chunk) // (4 * max(1, workers))))
+                        if bar is not None:
+                            bar.update(len(chunk))
+                finally:
                     if bar is not None:
-                        bar.update(len(chunk))
-            finally:
-                if bar is not None:
-                    bar.close()
+                        bar.close()
 
-        write_store(tmp, graphs(), shard_size, index_keys)
-        (tmp / "config.json").write_text(json.dumps(self.config, indent=1, sort_keys=True, default=str))
-        if self.folder.exists():
-            shutil.rmtree(self.folder)
-        self.folder.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, self.folder)
-        return ShardedGraphStore(self.folder, cached_shards)
+            write_store(tmp, graphs(), shard_size, index_keys)
+            (tmp / "config.json").write_text(json.dumps(self.config, indent=1, sort_keys=True, default=str))
+            self._discard()
+            os.replace(tmp, self.folder)
+            return ShardedGraphStore(self.folder, cached_shards)
 
     def get_or_build(self, fn, items, **kwargs) -> ShardedGraphStore:
         """:meth:`load`, else :meth:`build`."""

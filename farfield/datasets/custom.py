@@ -66,9 +66,11 @@ ID appears with several chains, its graphs share a ``group``); ``missing_label``
 Task information
 ----------------
 The task depends on the CSV, so the loader's static ``info`` has none; :func:`task_for` (also ``folder.task_for``)
-gives ``{"kind", "num_outputs", "label_names"}`` for a path and options by reading the CSV only. Until the trainer
-asks it, name the task on the command line (``task.kind=binary``; ``task.num_outputs`` for several outputs or
-classes).
+gives ``{"kind", "num_outputs", "label_names", "pooling"}`` for a path and options by reading the CSV only. Until the
+trainer asks it, name the task on the command line (``task.kind=binary``; ``task.num_outputs`` for several outputs or
+classes). The readout (``task.pooling=auto``) is ``mean``: a label of a whole structure (a stability, a score, a
+class) should not grow with its number of residues, and with a summed readout training on chains of 20 to 1,300
+residues diverges; set ``task.pooling=sum`` for an extensive target (e.g. a total energy).
 
 Reference baselines: graph-level graphs carry ``baseline_composition`` [1, 20], the amino-acid composition
 (fraction of residues of each of the 20 standard types); node-level graphs ``baseline_residue_type`` [N, 21],
@@ -93,7 +95,7 @@ from farfield.errors import ConfigError, InputError
 from farfield.io.readers import FORMATS
 
 __all__ = ["folder", "task_for", "read_labels", "read_split_file", "amino_acid_composition", "TASK_NAMES",
-           "SPLIT_NAMES", "LabelTable"]
+           "SPLIT_NAMES", "LabelTable", "POOLING"]
 
 #: the ``task`` option's values -> the label level they need (``None``: either; the CSV decides)
 TASK_NAMES = {"regression": None, "binary": "graph", "multiclass": "graph", "multilabel": "graph",
@@ -426,13 +428,20 @@ def amino_acid_composition(res_type: np.ndarray) -> np.ndarray:
 
 
 # -- the loader -------------------------------------------------------------------------------------------------
+#: the readout of ``task.pooling=auto``: your own proteins' labels are per-structure (intensive) properties as far
+#: as farfield knows, so the head's output is averaged over the residues and a prediction does not scale with chain
+#: length (set ``task.pooling=sum`` for an extensive target such as a total energy). Without ``data.path`` the
+#: trainer's default (:data:`farfield.train.config.DEFAULT_POOLING`) is the same.
+POOLING = "mean"
+
+
 def task_for(path=None, *, target=None, task: str | None = None, csv=None, structures=None, **options) -> dict:
     """The task of the folder dataset at ``path`` with the loader's options, from the CSV alone (no structure is
     read; options that only affect featurisation are accepted and ignored): ``{"kind": ..., "num_outputs": k,
-    "label_names": [...]}`` with ``kind`` as the trainer names it (``graph_regression``, ``node_regression``,
-    ``binary``, ``multiclass``, ``multilabel``)."""
+    "label_names": [...], "pooling": "mean"}`` with ``kind`` as the trainer names it (``graph_regression``,
+    ``node_regression``, ``binary``, ``multiclass``, ``multilabel``) and the readout :data:`POOLING`."""
     table, _ = _resolve(path, csv, structures)
-    return read_labels(table, target, task).task()
+    return {**read_labels(table, target, task).task(), "pooling": POOLING}
 
 
 def folder(path=None, *, hydrogens: bool = False, target=None, structures=None, csv=None, task: str | None = None,

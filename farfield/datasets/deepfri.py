@@ -179,7 +179,7 @@ def read_identity(path: str | Path) -> dict[str, np.ndarray]:
         raise InputError(path, "test identity file not found")
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    want = ["<30%", "<40%", "<50%", "<70%", "<95%"]
+    want = [f"<{c:.0%}" for c in IDENTITY_CUTOFFS]
     if not rows or [c.strip() for c in rows[0][1:]] != want:
         raise InputError(path, f"line 1: expected the header 'PDB-chain,{','.join(want)}', got "
                                f"{','.join(rows[0]) if rows else '(empty file)'!r}")
@@ -187,8 +187,9 @@ def read_identity(path: str | Path) -> dict[str, np.ndarray]:
     for k, row in enumerate(rows[1:], 2):
         if not row:
             continue
-        if len(row) != 6 or any(v.strip() not in ("0", "1") for v in row[1:]) or not _CHAIN_RE.match(row[0].strip()):
-            raise InputError(path, f"line {k}: expected '<chain>,' and five 0/1 flags, got {','.join(row)!r}")
+        if len(row) != 1 + len(want) or any(v.strip() not in ("0", "1") for v in row[1:]) \
+                or not _CHAIN_RE.match(row[0].strip()):
+            raise InputError(path, f"line {k}: expected '<chain>,' and {len(want)} 0/1 flags, got {','.join(row)!r}")
         out[row[0].strip()] = np.array([v.strip() == "1" for v in row[1:]])
     return out
 
@@ -387,8 +388,9 @@ def _make(dataset: str, n_classes: int, doc: str):
 
     loader.__name__ = loader.__qualname__ = dataset.replace("-", "_")
     loader.__doc__ = doc
+    # function labels are properties of the protein, not sums over its residues: mean readout
     loader.info = {"provides_edges": False, "task": {"kind": "multilabel", "num_outputs": n_classes,
-                                                     "monitor": "fmax"}}
+                                                     "monitor": "fmax", "pooling": "mean"}}
     loader.units = {dataset: ""}
     loader.default_target = dataset
     return loader

@@ -24,8 +24,9 @@ Graphs (one per peptide, heavy atoms only, implicit hydrogens, in the CSV's row 
                                           (:data:`ATOM_FEATURE_DIMS`: atomic number 119, chirality 5,
                                           degree 12, formal charge 12, #H 10, radical electrons 6,
                                           hybridisation 6, aromatic 2, in ring 2 = 174 columns), then
-                                          ``lap_pe`` LapPE columns, then ``rwse`` RWSE columns
-                                          (:func:`feature_layout`)
+                                          ``lap_pe`` LapPE eigenvector columns, ``lap_pe`` eigenvalue
+                                          columns (unless ``lap_eigvals=False``), then ``rwse`` RWSE
+                                          columns (:func:`feature_layout`, :func:`laplacian_pe`)
 ``edge_index``     [2, E] long            bonds, both directions (i->j then j->i for each bond, as OGB)
 ``edge_s``         [E, 13] float          one-hots of the 3 OGB bond features (type 5, stereo 6,
                                           conjugated 2)
@@ -70,6 +71,8 @@ from torch_geometric.data import Data
 from farfield.data import fields as F
 from farfield.datasets.download import RemoteFile, cache_root, fetch_all, md5sum
 from farfield.errors import ConfigError, InputError
+# positional encodings are features of any graph (farfield.features.positional); re-exported here for LRGB users
+from farfield.features.positional import laplacian_pe, random_sign_flip, random_walk_se  # noqa: F401
 
 __all__ = ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "ATOM_WIDTH", "BOND_WIDTH", "DATASET_INFO", "SOURCES",
            "STRUCT_TARGETS", "SPLIT_NAMES", "smiles_to_graph", "onehot", "feature_layout", "laplacian_pe",
@@ -77,8 +80,9 @@ __all__ = ["ATOM_FEATURE_DIMS", "BOND_FEATURE_DIMS", "ATOM_WIDTH", "BOND_WIDTH",
            "load_peptides", "peptides_func", "peptides_struct", "lrgb_average_precision", "lrgb_mae",
            "sign_flip_columns"]
 
-#: bumped whenever the featurisation changes (part of the cache key)
-FEATURISER_VERSION = 2
+#: bumped whenever the featurisation changes (part of the cache key); 3: LapPE as GraphGPS (eigenvector 0
+#: kept, eigenvalue columns)
+FEATURISER_VERSION = 3
 
 # ---------------------------------------------------------------------------------------------------------
 # OGB vocabularies (Hu et al. 2020, ogb.utils.features)
@@ -145,10 +149,11 @@ def onehot(codes: torch.Tensor, dims, dtype=torch.float32) -> torch.Tensor:
     return out
 
 
-def feature_layout(lap_pe: int = 0, rwse: int = 0) -> dict[str, slice]:
+def feature_layout(lap_pe: int = 0, rwse: int = 0, *, lap_eigvals: bool = True) -> dict[str, slice]:
     """Column slices of ``x_s``: one per OGB atom feature (``atomic_num``, ``chirality``, ``degree``,
     ``formal_charge``, ``num_h``, ``radical``, ``hybridization``, ``aromatic``, ``in_ring``), ``ogb`` (all
-    174), ``lap_pe`` and ``rwse`` (empty slices when off)."""
+    174), ``lap_pe`` (the ``lap_pe`` LapPE eigenvectors), ``lap_eigvals`` (their eigenvalues, ``lap_pe``
+    columns when ``lap_eigvals``) and ``rwse`` (empty slices when off)."""
     names = ("atomic_num", "chirality", "degree", "formal_charge", "num_h", "radical", "hybridization",
              "aromatic", "in_ring")
     out, c = {}, 0
@@ -156,86 +161,11 @@ def feature_layout(lap_pe: int = 0, rwse: int = 0) -> dict[str, slice]:
         out[n] = slice(c, c + d)
         c += d
     out["ogb"] = slice(0, ATOM_WIDTH)
+    nval = lap_pe if lap_eigvals else 0
     out["lap_pe"] = slice(c, c + lap_pe)
-    out["rwse"] = slice(c + lap_pe, c + lap_pe + rwse)
+    out["lap_eigvals"] = slice(c + lap_pe, c + lap_pe + nval)
+    out["rwse"] = slice(c + lap_pe + nval, c + lap_pe + nval + rwse)
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# positional encodings
-def _adjacency(edge_index, num_nodes: int) -> np.ndarray:
-    a = np.zeros((num_nodes, num_nodes), dtype=np.float64)
-    ei = np.asarray(edge_index)
-    if ei.size:
-        a[ei[0], ei[1]] = 1.0
-        a[ei[1], ei[0]] = 1.0
-    np.fill_diagonal(a, 0.0)
-    return a
-
-
-def laplacian_pe(edge_index, num_nodes: int, k: int, normalization: str = "none") -> np.ndarray:
-    """LapPE (Dwivedi et al. 2020 "Benchmarking GNNs"; as used by the LRGB baselines): the eigenvectors of
-    the ``k`` smallest non-trivial eigenvalues of the graph Laplacian, [num_nodes, k] float32.
-
-    ``normalization``: ``'none'`` (L = D - A, the GraphGPS / LRGB Peptides setting) or ``'sym'``
-    (L = I - D^-1/2 A D^-1/2). The eigenvector of the smallest eigenvalue (constant on a connected graph) is
-    dropped; graphs with fewer than k + 1 nodes are padded with zero columns. Eigenvectors are unit-norm and
-    their sign is arbitrary: here each is fixed (deterministically) so that its largest-magnitude entry is
-    positive (the first such entry when several tie within 1e-6), but models should be trained with random
-    sign flips (:func:`random_sign_flip`), as the published baselines are; within a degenerate eigenspace the
-    basis itself is arbitrary."""
-    n = int(num_nodes)
-    out = np.zeros((n, k), dtype=np.float32)
-    if n < 2 or k <= 0:
-        return out
-    a = _adjacency(edge_index, n)
-    deg = a.sum(1)
-    if normalization == "none":
-        lap = np.diag(deg) - a
-    elif normalization == "sym":
-        inv = np.where(deg > 0, deg ** -0.5, 0.0)
-        lap = np.eye(n) - inv[:, None] * a * inv[None, :]
-    else:
-        raise ConfigError(f"laplacian_pe: normalization must be 'none' or 'sym', got {normalization!r}")
-    vals, vecs = np.linalg.eigh(lap)
-    vecs = vecs[:, 1: k + 1]
-    mag = np.abs(vecs)
-    idx = (mag >= mag.max(0, keepdims=True) - 1e-6).argmax(0)      # first entry of (near-)largest magnitude
-    vecs = vecs * np.where(vecs[idx, np.arange(vecs.shape[1])] < 0, -1.0, 1.0)[None, :]
-    out[:, : vecs.shape[1]] = vecs
-    return out
-
-
-def random_walk_se(edge_index, num_nodes: int, k: int) -> np.ndarray:
-    """RWSE (Dwivedi et al., "Graph Neural Networks with Learnable Structural and Positional
-    Representations", ICLR 2022): the return probabilities ``[P^1]_ii ... [P^k]_ii`` of the random walk
-    P = D^-1 A, [num_nodes, k] float32 (isolated nodes: zeros)."""
-    n = int(num_nodes)
-    out = np.zeros((n, k), dtype=np.float32)
-    if n == 0 or k <= 0:
-        return out
-    a = _adjacency(edge_index, n)
-    deg = a.sum(1)
-    p = np.where(deg[:, None] > 0, a / np.maximum(deg, 1)[:, None], 0.0)
-    m = np.eye(n)
-    for t in range(k):
-        m = m @ p
-        out[:, t] = np.diagonal(m)
-    return out
-
-
-def random_sign_flip(x: torch.Tensor, batch: torch.Tensor | None, cols: slice, generator=None) -> torch.Tensor:
-    """A copy of ``x`` with the LapPE columns ``cols`` multiplied by an independent random sign per graph and
-    eigenvector (the training-time augmentation for the sign ambiguity of eigenvectors)."""
-    k = cols.stop - cols.start
-    if k <= 0:
-        return x
-    b = torch.zeros(x.shape[0], dtype=torch.long, device=x.device) if batch is None else batch
-    g = int(b.max()) + 1 if b.numel() else 0
-    s = torch.randint(0, 2, (g, k), generator=generator).to(x.device, x.dtype) * 2 - 1
-    x = x.clone()
-    x[:, cols] = x[:, cols] * s[b]
-    return x
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -311,13 +241,15 @@ STRUCT_TARGETS = ("Inertia_mass_a", "Inertia_mass_b", "Inertia_mass_c", "Inertia
                   "Inertia_valence_c", "length_a", "length_b", "length_c", "Spherocity", "Plane_best_fit")
 SPLIT_NAMES = ("train", "val", "test")
 
-#: what a training pipeline needs to know about each dataset
+#: what a training pipeline needs to know about each dataset (``task.pooling``: mean over nodes, the graph
+#: pooling of the LRGB / GraphGPS Peptides baselines)
 DATASET_INFO = {
-    "peptides_func": {"task": {"kind": "multilabel", "num_outputs": 10, "monitor": "ap"},
+    "peptides_func": {"task": {"kind": "multilabel", "num_outputs": 10, "monitor": "ap", "pooling": "mean"},
                       "num_outputs": 10, "metric": "ap", "loss": "bce_with_logits",
                       "provides_edges": True, "has_official_split": True, "uses_positions": False,
                       "sizes": (10873, 2331, 2331)},
-    "peptides_struct": {"task": {"kind": "graph_regression", "num_outputs": 11, "monitor": "mae"},
+    "peptides_struct": {"task": {"kind": "graph_regression", "num_outputs": 11, "monitor": "mae",
+                                 "pooling": "mean"},
                         "num_outputs": 11, "metric": "mae", "loss": "l1",
                         "provides_edges": True, "has_official_split": True, "uses_positions": False,
                         "sizes": (10873, 2331, 2331)},
@@ -353,10 +285,17 @@ def source_files(name: str, path: str | Path | None = None, download: bool = Tru
 
 
 def _read_split(path: Path, n: int) -> np.ndarray:
-    """[n] int8 split codes (0 train, 1 val, 2 test) from the official pickle; checks it is a partition."""
+    """[n] int8 split codes (0 train, 1 val, 2 test) from the official pickle; checks it is a partition.
+
+    The pickle is read with an allowlist unpickler (:class:`farfield.io.atom3d.RestrictedUnpickler`) that
+    resolves only what a dict of numpy integer arrays or lists needs (``numpy.ndarray``, ``numpy.dtype``,
+    numpy's array / scalar reconstruction functions under ``numpy.core`` or ``numpy._core``): a pickle
+    naming anything else (``os.system``, ...) raises :class:`InputError` instead of running it."""
+    from farfield.io.atom3d import NUMPY_ARRAY_GLOBALS, restricted_loads
     try:
-        with open(path, "rb") as f:
-            d = pickle.load(f)
+        d = restricted_loads(Path(path).read_bytes(), NUMPY_ARRAY_GLOBALS)
+    except pickle.UnpicklingError as e:
+        raise InputError(path, f"refused to read the split pickle: {e}") from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad input file
         raise InputError(path, f"cannot read the split pickle ({type(e).__name__}: {e})") from None
     if not isinstance(d, dict) or any(k not in d for k in SPLIT_NAMES):
@@ -390,6 +329,8 @@ class _Options:
     name: str
     lap_pe: int = 0
     lap_norm: str = "none"
+    lap_skip_trivial: bool = False
+    lap_eigvals: bool = True
     rwse: int = 0
     conformers: bool = False
     conformer_seed: int = 0
@@ -448,7 +389,8 @@ def _featurise(opts: _Options, csv: Path, split: Path, progress: bool) -> dict:
         n_edges.append(g["edge_index"].shape[1])
         cols = []
         if opts.lap_pe:
-            cols.append(laplacian_pe(g["edge_index"], m, opts.lap_pe, opts.lap_norm))
+            cols.append(laplacian_pe(g["edge_index"], m, opts.lap_pe, opts.lap_norm,
+                                     skip_trivial=opts.lap_skip_trivial, eigenvalues=opts.lap_eigvals))
         if opts.rwse:
             cols.append(random_walk_se(g["edge_index"], m, opts.rwse))
         if cols:
@@ -538,7 +480,8 @@ def _graphs(d: dict, opts: _Options, dtype: torch.dtype) -> list[Data]:
 
 
 def load_peptides(name: str, path: str | Path | None = None, *, hydrogens: bool = False, target: str | None = None,
-                  lap_pe: int = 0, lap_norm: str = "none", rwse: int = 0, conformers: bool = False,
+                  lap_pe: int = 0, lap_norm: str = "none", lap_skip_trivial: bool = False,
+                  lap_eigvals: bool = True, rwse: int = 0, conformers: bool = False,
                   conformer_seed: int = 0, standardize: bool = True, limit: int = 0, download: bool = True,
                   offline: bool | None = None, cache: bool = True, progress: bool = True,
                   dtype: torch.dtype = torch.float32) -> list[Data]:
@@ -549,6 +492,9 @@ def load_peptides(name: str, path: str | Path | None = None, *, hydrogens: bool 
     or for Peptides-struct one target name of :data:`STRUCT_TARGETS` (``y`` [1, 1]). ``hydrogens`` must be
     False (OGB graphs have implicit hydrogens). ``lap_pe`` / ``rwse``: number of LapPE eigenvectors /
     RWSE steps appended to ``x_s`` (published baselines: LapPE 10 with ``lap_norm='none'``, RWSE 16).
+    LapPE follows GraphGPS (:func:`laplacian_pe`): the ``lap_pe`` lowest eigenvectors including the constant
+    one, then (``lap_eigvals=True``) their ``lap_pe`` eigenvalues; ``lap_skip_trivial=True`` drops
+    eigenvector 0 (the Dwivedi et al. 2020 setting), ``lap_eigvals=False`` the eigenvalue columns.
     ``conformers``: add ``pos`` from one seeded ETKDGv3 conformer per peptide (:func:`embed_conformer`;
     slow: seconds to minutes per peptide the first time, days for the whole set on one core; cached per
     SMILES, so an interrupted run resumes). ``limit``: featurise only the first N rows.
@@ -558,6 +504,9 @@ def load_peptides(name: str, path: str | Path | None = None, *, hydrogens: bool 
         raise ConfigError(f"{name}: hydrogens=True is not supported (OGB graphs have implicit hydrogens)")
     if lap_norm not in ("none", "sym"):
         raise ConfigError(f"{name}: lap_norm must be 'none' or 'sym', got {lap_norm!r}")
+    for k, v in (("lap_skip_trivial", lap_skip_trivial), ("lap_eigvals", lap_eigvals)):
+        if not isinstance(v, bool):
+            raise ConfigError(f"{name}: {k} must be true or false, got {v!r}")
     for k, v in (("lap_pe", lap_pe), ("rwse", rwse), ("limit", limit)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 0:
             raise ConfigError(f"{name}: {k} must be a non-negative integer, got {v!r}")
@@ -569,7 +518,8 @@ def load_peptides(name: str, path: str | Path | None = None, *, hydrogens: bool 
             allowed = ["all"] + (list(STRUCT_TARGETS) if name == "peptides_struct" else [])
             raise ConfigError(f"{name}: target must be one of {allowed} (or None), got {target!r}")
     csv, split = source_files(name, path, download, offline, progress)
-    opts = _Options(name, lap_pe, lap_norm if lap_pe else "none", rwse, bool(conformers), int(conformer_seed),
+    opts = _Options(name, lap_pe, lap_norm if lap_pe else "none", bool(lap_skip_trivial) if lap_pe else False,
+                    bool(lap_eigvals) if lap_pe else True, rwse, bool(conformers), int(conformer_seed),
                     bool(standardize) if name == "peptides_struct" else True, int(limit))
     key = opts.key((md5sum(csv), md5sum(split)))
     d = None
@@ -601,11 +551,15 @@ def peptides_struct(path: str | Path | None = None, **options) -> list[Data]:
 
 
 def sign_flip_columns(options: dict | None = None) -> slice | None:
-    """The columns of ``x_s`` holding LapPE eigenvectors for loader ``options`` (None without LapPE). Their sign
-    is arbitrary, so training flips it at random per graph and eigenvector (:func:`random_sign_flip`; Dwivedi
-    et al. 2022, Kreuzer et al. 2021)."""
-    k = int((options or {}).get("lap_pe", 0) or 0)
-    return feature_layout(k, int((options or {}).get("rwse", 0) or 0))["lap_pe"] if k else None
+    """The columns of ``x_s`` holding LapPE eigenvectors for loader ``options`` (None without LapPE); the
+    eigenvalue columns after them are not included. Eigenvector signs are arbitrary, so training flips them at
+    random per graph and eigenvector (:func:`random_sign_flip`; Dwivedi et al. 2022, Kreuzer et al. 2021)."""
+    options = options or {}
+    k = int(options.get("lap_pe", 0) or 0)
+    if not k:
+        return None
+    return feature_layout(k, int(options.get("rwse", 0) or 0),
+                          lap_eigvals=bool(options.get("lap_eigvals", True)))["lap_pe"]
 
 
 for _f, _n in ((peptides_func, "peptides_func"), (peptides_struct, "peptides_struct")):

@@ -46,6 +46,12 @@ option: any preset of :class:`~farfield.features.atoms.ElementVocabulary`), ``at
 ``graph_key`` [1] = N. ``hydrogens=False`` (the library-wide default) keeps heavy atoms only; QM9 models
 normally use every atom, so pass ``hydrogens=True`` (``data.hydrogens=true``) for the usual benchmark. Atom
 references always count the hydrogens.
+
+Readout (``task.pooling=auto``, :data:`POOLING_BY_TARGET`): ``sum`` for the extensive targets (U0, U, H, G,
+ZPVE, Cv, alpha, r2, mu, the ``*_atom`` values), as SchNet (Schuett et al. 2018) and DimeNet (Gasteiger et al.
+2020) pool QM9; ``mean`` for the orbital energies homo, lumo and gap, which do not grow with the molecule
+(SchNetPack's per-target choice, Schuett et al. 2019). Several targets with different readouts share one head
+pooled with ``sum``.
 """
 from __future__ import annotations
 
@@ -61,8 +67,8 @@ from torch_geometric.data import Data
 from farfield.data import fields as F
 from farfield.errors import ConfigError, InputError
 
-__all__ = ["TARGETS", "RAW_TARGETS", "ATOM3D_LABELS", "UNITS", "ATOMREF", "HARTREE_EV", "qm9", "smp",
-           "read_raw_folder", "read_ase_db", "random_split_sizes", "atom3d_split", "atomref_energy"]
+__all__ = ["TARGETS", "RAW_TARGETS", "ATOM3D_LABELS", "UNITS", "ATOMREF", "HARTREE_EV", "POOLING_BY_TARGET", "qm9",
+           "smp", "read_raw_folder", "read_ase_db", "random_split_sizes", "atom3d_split", "atomref_energy"]
 
 #: 1 Hartree in eV (CODATA 2018)
 HARTREE_EV = 27.211386246
@@ -503,8 +509,14 @@ def _finish(mols, names, hydrogens, options, split, where) -> list[Data]:
 
 qm9.default_target = "U0"
 qm9.units = {t: UNITS[t] for t in TARGETS + ("A", "B", "C")}
-qm9.info = {"provides_edges": False, "task": {"kind": "graph_regression", "num_outputs": 1},
-            "targets": list(TARGETS), "source": "Ramakrishnan et al. 2014"}
+#: the readout per target (``task.pooling=auto``): sum for the extensive properties (energies, ZPVE, Cv, alpha,
+#: r2, mu; atomisation values), as SchNet (Schuett et al. 2018) and DimeNet (Gasteiger et al. 2020) pool QM9;
+#: mean for the intensive orbital energies, as SchNetPack does (Schuett et al. 2019: "avg" for homo, lumo, gap).
+#: Targets that disagree (``target=homo,U0``, ``all``) share one head: sum.
+POOLING_BY_TARGET = {"homo": "mean", "lumo": "mean", "gap": "mean"}
+_TASK = {"kind": "graph_regression", "num_outputs": 1, "pooling": "sum", "pooling_by_target": POOLING_BY_TARGET}
+qm9.info = {"provides_edges": False, "task": dict(_TASK), "targets": list(TARGETS),
+            "source": "Ramakrishnan et al. 2014"}
 
 
 # -------------------------------------------------------------------------------------------- ATOM3D SMP
@@ -607,5 +619,5 @@ def smp(path: str | Path | None = None, *, hydrogens: bool = False, target=None,
 
 smp.default_target = "U0"
 smp.units = dict(UNITS)
-smp.info = {"provides_edges": False, "task": {"kind": "graph_regression", "num_outputs": 1},
-            "targets": list(ATOM3D_LABELS), "source": "Townshend et al. 2021 (ATOM3D SMP)"}
+smp.info = {"provides_edges": False, "task": dict(_TASK), "targets": list(ATOM3D_LABELS),
+            "source": "Townshend et al. 2021 (ATOM3D SMP)"}

@@ -5,11 +5,14 @@
   name), ``1abc.bcif`` ... (case-insensitive; PDB, mmCIF and BinaryCIF, optionally gzipped; searched
   recursively, so a mirror of the archive's ``ab/pdb1abc.ent.gz`` layout works as is).
 * :func:`fetch_structures` downloads entries by PDB ID as mmCIF or BinaryCIF (never MMTF, retired by the
-  PDB in 2024) from a configurable base URL, in parallel, resumable (an interrupted ``<file>.part`` is
-  continued with an HTTP ``Range`` request), size-checked against ``Content-Length`` and parsed before it is
-  accepted; accepted files are recorded with their MD5 in a manifest, so a cached file that later changes is
-  detected and fetched again. Offline (``FARFIELD_OFFLINE=1`` or ``offline=True``) it raises one
-  :class:`~farfield.errors.InputError` naming every missing file and how to supply it.
+  PDB in 2024) from a configurable base URL, in parallel, with the package's one downloader
+  (:func:`farfield.datasets.download.download_file`: resumed through ``<file>.part`` with an HTTP ``Range``
+  request, size-checked against ``Content-Length``, renamed into place only once verified); no MD5 is
+  published for an entry, so a file is parsed before it is accepted, and a resume whose completeness nothing
+  proves (no ``Content-Length``, or a 416 answer) is downloaded again whole. Accepted files are recorded with
+  their MD5 in a manifest, so a cached file that later changes is detected and fetched again. Offline
+  (``FARFIELD_OFFLINE=1`` or ``offline=True``) it raises one :class:`~farfield.errors.InputError` naming every
+  missing file and how to supply it.
 * :func:`load_chain` reads one chain of a file as a :class:`~farfield.io.structure.Structure`.
 
 Missing (unresolved) residues - the policy
@@ -29,17 +32,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
+import shutil
 import threading
-import urllib.error
-import urllib.request
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from farfield.datasets.download import cache_root, is_offline, md5sum
+from farfield.datasets.download import (NETWORK_ERRORS, cache_root, download_file, is_offline, md5sum,
+                                       network_error_reason)
 from farfield.errors import ConfigError, InputError
 from farfield.io.readers import FORMATS, read_structure
 from farfield.io.structure import ReadOptions, Structure
@@ -53,7 +55,6 @@ BASE_URLS = {"cif": "https://files.rcsb.org/download/{ID}.cif", "bcif": "https:/
 PAD_DISTANCE = 10000.0
 _EXT = {"cif": ".cif", "bcif": ".bcif"}
 _MANIFEST = "farfield_structures.json"
-_CHUNK = 1 << 20
 # stem of a structure file: optional 'pdb' prefix (archive names), 4-character ID, optional chain after - _ or .
 _STEM = re.compile(r"^(?:pdb)?([0-9][a-z0-9]{3})(?:[-_.]([a-z0-9]{1,4}))?$")
 # the formats a structure file may have (readers' extensions, without small-molecule ones)
@@ -153,42 +154,25 @@ def _save_manifest(dest: Path, manifest: dict) -> None:
     os.replace(tmp, dest / _MANIFEST)
 
 
-def _get(url: str, target: Path, timeout: float) -> None:
-    """Download ``url`` to ``target`` through ``target.part`` (resumed with a Range request) and check the
-    size against Content-Length."""
-    part = target.with_name(target.name + ".part")
-    have = part.stat().st_size if part.exists() else 0
-    req = urllib.request.Request(url, headers={"User-Agent": "farfield-downloader"})
-    if have:
-        req.add_header("Range", f"bytes={have}-")
-    try:
-        resp = urllib.request.urlopen(req, timeout=timeout)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:          # the part file is already complete
-            os.replace(part, target)
-            return
-        raise
-    with resp:
-        status = getattr(resp, "status", 200)
-        if have and status == 206:
-            # the server must resume exactly where the part file ends, or the pieces would not fit together
-            start = re.match(r"bytes\s+(\d+)-", resp.headers.get("Content-Range") or "")
-            if start is None or int(start.group(1)) != have:
-                part.unlink(missing_ok=True)
-                raise InputError(target, f"the server resumed {url} at the wrong offset (Content-Range "
-                                         f"{resp.headers.get('Content-Range')!r}, expected byte {have}); the partial "
-                                         "file was removed, run again to download it whole")
-        else:
-            have = 0
-        length = resp.headers.get("Content-Length")
-        with open(part, "ab" if have else "wb") as f:
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                f.write(chunk)
-    if length is not None and part.stat().st_size != have + int(length):
-        size = part.stat().st_size
-        raise InputError(target, f"download from {url} is truncated ({size} bytes, expected "
-                                 f"{have + int(length)}); run again to resume it")
-    os.replace(part, target)
+def _parses(target: Path):
+    """A ``validate`` check for :func:`~farfield.datasets.download.download_file`: the downloaded part file
+    parses as a structure. The reader picks the format from the file name, so the part is read under a
+    hidden temporary name with ``target``'s extension (a hard link, or a copy where links are not allowed)."""
+
+    def check(part: Path) -> None:
+        probe = part.with_name(f".{target.stem}-check-{os.getpid()}-{threading.get_ident()}{target.suffix}")
+        try:
+            try:
+                os.link(part, probe)
+            except OSError:
+                shutil.copyfile(part, probe)
+            read_structure(probe, ReadOptions(hydrogens=False))
+        except InputError as e:
+            raise InputError(target, f"does not parse: {e.reason}") from None
+        finally:
+            probe.unlink(missing_ok=True)
+
+    return check
 
 
 def fetch_structures(ids, dest=None, *, base_url: str | None = None, fmt: str = "cif", workers: int = 4,
@@ -254,23 +238,17 @@ def fetch_structures(ids, dest=None, *, base_url: str | None = None, fmt: str = 
     def one(pid: str) -> None:
         target = dest / (pid.lower() + _EXT[fmt])
         try:
-            _get(urls[pid], target, timeout)
-            try:
-                read_structure(target, ReadOptions(hydrogens=False))
-            except InputError as e:
-                target.unlink(missing_ok=True)
-                raise InputError(target, f"downloaded from {urls[pid]} but does not parse: {e.reason}") from None
+            # the shared downloader: resumed, size-checked, parsed before it is put in place (no MD5 is known)
+            download_file(urls[pid], target, timeout=timeout, progress=False, validate=_parses(target))
             digest = md5sum(target)
             with lock:                      # recorded as each file is accepted, so an interrupted fetch keeps it
                 manifest[target.name] = {"md5": digest, "size": target.stat().st_size, "url": urls[pid]}
                 found[pid] = target
                 _save_manifest(dest, manifest)
-        except urllib.error.HTTPError as e:
-            failed[pid] = f"HTTP {e.code} {e.reason}"
         except InputError as e:
             failed[pid] = e.reason
-        except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
-            failed[pid] = str(getattr(e, "reason", None) or e)
+        except (*NETWORK_ERRORS, ValueError) as e:     # ValueError: a malformed URL
+            failed[pid] = network_error_reason(e)
 
     bar = None
     if progress and len(missing) > 1:

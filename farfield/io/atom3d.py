@@ -2,10 +2,24 @@
 
 Layout (atom3d.datasets.LMDBDataset, read from its source): keys ``b'num_examples'`` (ASCII int),
 ``b'serialization_format'`` (``json`` | ``msgpack`` | ``pkl``), ``b'id_to_idx'`` (serialised dict) and
-``b'0'``, ``b'1'``, ... each a gzip-compressed serialised dict. DataFrames inside items are stored as
-pandas ``orient='split'`` dicts (``columns`` / ``index`` / ``data``). Newer items carry a ``types``
-dict; atom3d compares it with ``str(pd.DataFrame)``, which changed in pandas 3, so farfield detects
-the split-dict *shape* instead and works with and without ``types``.
+``b'0'``, ``b'1'``, ... each a gzip-compressed serialised dict. In json / msgpack items, DataFrames are
+stored as pandas ``orient='split'`` dicts (``columns`` / ``index`` / ``data``); in pkl items they are
+pickled ``DataFrame`` objects. Newer items carry a ``types`` dict of ``str(type(value))`` per key; atom3d
+rebuilds a field as a DataFrame when its entry equals ``str(pd.DataFrame)``, which every ATOM3D release
+and pandas < 3 spell ``"<class 'pandas.core.frame.DataFrame'>"`` and pandas 3 ``"<class
+'pandas.DataFrame'>"``. farfield always *writes* the former (:data:`DATAFRAME_TYPE`), so atom3d reads
+farfield's LMDBs as tables, and *reads* both spellings, plus items without ``types`` (a split dict is
+recognised by its shape).
+
+Pickle (``serialization_format = pkl``): unpickling data can run arbitrary code (a pickle names any
+importable callable and its arguments), so a pkl LMDB is opened only on request, with
+``Atom3DLMDB(path, allow_pickle=True)`` or, for dataset loaders that do not pass the keyword, the
+environment variable ``FARFIELD_ALLOW_PICKLE=1``; otherwise :class:`~farfield.errors.InputError` is raised
+before any pickled byte (the ``id_to_idx`` header included) is read. Even then the bytes go through
+:class:`RestrictedUnpickler`, which resolves only the globals listed in :data:`ATOM3D_PICKLE_GLOBALS`
+(data constructors of builtins, numpy arrays / dtypes / scalars and pandas DataFrame / Series / Index and
+their internal rebuild helpers); any other global (``os.system``, ``builtins.exec``, ...) is refused with
+an :class:`~farfield.errors.InputError` before it is imported.
 
 Atom DataFrame columns: ensemble subunit structure model chain hetero insertion_code residue segid
 resname altloc occupancy bfactor x y z element name fullname serial_number (``hetero`` is ' ', 'W' or
@@ -14,7 +28,10 @@ resname altloc occupancy bfactor x y z element name fullname serial_number (``he
 from __future__ import annotations
 
 import gzip
+import importlib
+import io
 import json
+import os
 import pickle
 from pathlib import Path
 from typing import Any, Iterable
@@ -27,24 +44,146 @@ from farfield.io.readers import normalise_element
 from farfield.io.structure import ReadOptions, Structure, apply_options
 
 __all__ = ["Atom3DLMDB", "write_atom3d_lmdb", "dataframe_to_structure", "structure_to_dataframe",
-           "ATOM3D_COLUMNS"]
+           "ATOM3D_COLUMNS", "DATAFRAME_TYPE", "ATOM3D_PICKLE_GLOBALS", "NUMPY_ARRAY_GLOBALS", "RestrictedUnpickler",
+           "restricted_loads", "pickle_allowed"]
 
 ATOM3D_COLUMNS = ("ensemble", "subunit", "structure", "model", "chain", "hetero", "insertion_code", "residue",
                   "segid", "resname", "altloc", "occupancy", "bfactor", "x", "y", "z", "element", "name",
                   "fullname", "serial_number")
 _SERIALISATIONS = ("json", "msgpack", "pkl")
 
+#: the ``types`` entry of a DataFrame field, as atom3d and every ATOM3D release write it (pandas < 3)
+DATAFRAME_TYPE = "<class 'pandas.core.frame.DataFrame'>"
+#: the spellings of a DataFrame's ``types`` entry that are read as one (pandas < 3, pandas 3)
+_DATAFRAME_TYPES = (DATAFRAME_TYPE, "<class 'pandas.DataFrame'>")
+#: environment variable that opts in to pickle-serialised LMDBs (value 1 / true / yes)
+ALLOW_PICKLE_ENV = "FARFIELD_ALLOW_PICKLE"
 
+
+# ---------------------------------------------------------------------------------------------------------
+# restricted unpickling
+def _alias(modules: tuple[str, ...], names: tuple[str, ...], target: str | None = None) -> dict:
+    """{(module, name): (module to import, attribute)} for every module spelling of ``names``; ``target``
+    (``module:name``) redirects them all to one object."""
+    out = {}
+    for m in modules:
+        for n in names:
+            out[(m, n)] = tuple(target.split(":")) if target else (m, n)
+    return out
+
+
+_NP_CORE = ("numpy.core.multiarray", "numpy._core.multiarray")
+#: the globals a pickled numpy array needs (numpy 1 writes ``numpy.core``, numpy 2 ``numpy._core``)
+NUMPY_ARRAY_GLOBALS: dict[tuple[str, str], tuple[str, str]] = {
+    **_alias(("numpy",), ("ndarray", "dtype")),
+    **_alias(_NP_CORE, ("_reconstruct", "scalar")),
+    **_alias(("numpy.core.numeric", "numpy._core.numeric"), ("_frombuffer",)),
+    ("_codecs", "encode"): ("_codecs", "encode"),          # bytes in protocol-2 pickles
+}
+
+#: the globals :class:`RestrictedUnpickler` resolves for ATOM3D pkl items: builtin data constructors,
+#: numpy arrays / dtypes / scalars, and what pandas (1.x to 3.x) pickles a DataFrame, Series or Index
+#: with (the classes, the block manager, and their rebuild helpers ``_new_Index``, ``_unpickle_block``,
+#: ``__pyx_unpickle_NDArrayBacked``). pandas 1.x numeric index classes (``Int64Index`` ...), gone from
+#: pandas 2, are read as ``pandas.Index``. Every entry builds data; none imports, opens or evaluates.
+ATOM3D_PICKLE_GLOBALS: dict[tuple[str, str], tuple[str, str]] = {
+    **_alias(("builtins",), ("set", "frozenset", "slice", "complex", "bytearray", "range")),
+    **NUMPY_ARRAY_GLOBALS,
+    **_alias(("pandas", "pandas.core.frame"), ("DataFrame",)),
+    **_alias(("pandas", "pandas.core.series"), ("Series",)),
+    **_alias(("pandas", "pandas.core.indexes.base"), ("Index",)),
+    **_alias(("pandas", "pandas.core.indexes.range"), ("RangeIndex",)),
+    **_alias(("pandas", "pandas.core.arrays.categorical"), ("Categorical",)),
+    **_alias(("pandas", "pandas.core.dtypes.dtypes"), ("CategoricalDtype",)),
+    **_alias(("pandas", "pandas.core.arrays.string_"), ("StringDtype",)),
+    **_alias(("pandas.arrays", "pandas.core.arrays.string_"), ("StringArray",)),
+    **_alias(("pandas.core.indexes.base",), ("_new_Index",)),
+    **_alias(("pandas.core.internals.managers",), ("BlockManager", "SingleBlockManager")),
+    **_alias(("pandas._libs.internals",), ("_unpickle_block",)),
+    **_alias(("pandas._libs.arrays",), ("__pyx_unpickle_NDArrayBacked",)),
+    **_alias(("pandas.core.indexes.numeric",), ("Int64Index", "UInt64Index", "Float64Index", "NumericIndex"),
+             target="pandas:Index"),
+}
+
+_PY2_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}
+
+
+def _import_numpy_aware(module: str):
+    """Import ``module``; numpy's ``core`` package is imported under the name the installed numpy uses
+    (``numpy._core`` since numpy 2, where ``numpy.core`` is a deprecated alias; ``numpy.core`` before)."""
+    for old, new in (("numpy.core", "numpy._core"), ("numpy._core", "numpy.core")):
+        if module == old or module.startswith(old + "."):
+            try:
+                return importlib.import_module(new + module[len(old):])
+            except ImportError:
+                break
+    return importlib.import_module(module)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """A :class:`pickle.Unpickler` that resolves only the globals in ``allowed`` ({(module, name): (module to
+    import, attribute)}); any other global raises :class:`pickle.UnpicklingError` naming it, before its module
+    is imported (importing a module can itself run code). Python 2 module names (``__builtin__``) are mapped
+    to their Python 3 names first. Pickle's other opcodes only build containers and call what was
+    resolved, so a pickle can construct the allowed objects and nothing else."""
+
+    def __init__(self, file, allowed: dict[tuple[str, str], tuple[str, str]]):
+        super().__init__(file)
+        self._allowed = allowed
+
+    def find_class(self, module: str, name: str) -> Any:
+        key = (_PY2_MODULES.get(module, module), name)
+        if key not in self._allowed:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed (farfield unpickles only "
+                                         "data: builtins containers, numpy arrays, pandas tables)")
+        mod, attr = self._allowed[key]
+        obj: Any = _import_numpy_aware(mod)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+
+def restricted_loads(data: bytes, allowed: dict[tuple[str, str], tuple[str, str]]) -> Any:
+    """``pickle.loads(data)`` through :class:`RestrictedUnpickler` with the globals ``allowed``."""
+    return RestrictedUnpickler(io.BytesIO(data), allowed).load()
+
+
+def pickle_allowed(allow_pickle: bool = False) -> bool:
+    """Whether pickle-serialised input may be read: ``allow_pickle`` or the environment variable
+    ``FARFIELD_ALLOW_PICKLE`` set to 1 / true / yes."""
+    return bool(allow_pickle) or os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# DataFrames inside items
 def _is_split_dict(v: Any) -> bool:
     return isinstance(v, dict) and {"columns", "index", "data"} <= set(v) and len(v) <= 4
 
 
+def _split_to_frame(v: dict) -> pd.DataFrame:
+    return pd.DataFrame(**{k: v[k] for k in ("columns", "index", "data")})
+
+
 def _decode_frames(v: Any) -> Any:
     if _is_split_dict(v):
-        return pd.DataFrame(**{k: v[k] for k in ("columns", "index", "data")})
+        return _split_to_frame(v)
     if isinstance(v, dict):
         return {k: _decode_frames(x) for k, x in v.items()}
     return v
+
+
+def _decode_item(item: dict) -> dict:
+    """DataFrames rebuilt: fields whose ``types`` entry names a DataFrame (either spelling), then any
+    split dict (items without ``types``, nested tables)."""
+    types = item.get("types")
+    out = {}
+    for k, v in item.items():
+        declared = isinstance(types, dict) and types.get(k) in _DATAFRAME_TYPES
+        if declared and isinstance(v, dict) and {"columns", "index", "data"} <= set(v):
+            out[k] = _split_to_frame(v)
+        else:
+            out[k] = _decode_frames(v)
+    return out
 
 
 def _encode_frames(v: Any) -> Any:
@@ -64,6 +203,7 @@ def _plain(x: Any) -> Any:
 
 
 def _deserialise(raw: bytes, fmt: str) -> Any:
+    """Decode one value; pkl only through :class:`RestrictedUnpickler` (callers check the opt-in first)."""
     if fmt == "json":
         return json.loads(raw)
     if fmt == "msgpack":
@@ -71,7 +211,7 @@ def _deserialise(raw: bytes, fmt: str) -> Any:
 
         return msgpack.unpackb(raw, raw=False, strict_map_key=False)
     if fmt == "pkl":
-        return pickle.loads(raw)  # noqa: S301 - ATOM3D's own format; only open datasets you trust
+        return restricted_loads(raw, ATOM3D_PICKLE_GLOBALS)
     raise ValueError(fmt)
 
 
@@ -82,7 +222,7 @@ def _serialise(obj: Any, fmt: str) -> bytes:
         import msgpack
 
         return msgpack.packb(obj, use_bin_type=True)
-    return pickle.dumps(obj)
+    return pickle.dumps(obj)         # pkl: as atom3d writes it (kept so that pkl reading can be tested)
 
 
 class Atom3DLMDB:
@@ -94,12 +234,17 @@ class Atom3DLMDB:
 
     Args:
         path: the LMDB directory (holding data.mdb).
+        allow_pickle: open an LMDB whose ``serialization_format`` is ``pkl``. Unpickling a file can run
+            arbitrary code, so this is off by default; the environment variable ``FARFIELD_ALLOW_PICKLE=1``
+            turns it on too (for dataset loaders that open LMDBs without this keyword). Even then only the
+            data classes of :data:`ATOM3D_PICKLE_GLOBALS` are unpickled (see the module docstring).
 
     Raises:
-        InputError: the directory is missing, is not an LMDB, or its header keys are malformed.
+        InputError: the directory is missing, is not an LMDB, or its header keys are malformed; the LMDB is
+            pickle-serialised and pickle was not allowed; a pickled value names a global that is not allowed.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, allow_pickle: bool = False):
         import lmdb
 
         self.path = Path(path)
@@ -126,11 +271,21 @@ class Atom3DLMDB:
         if self.serialization_format not in _SERIALISATIONS:
             raise InputError(self.path, f"unknown serialization_format {self.serialization_format!r}; "
                                         f"known: {_SERIALISATIONS}")
+        if self.serialization_format == "pkl" and not pickle_allowed(allow_pickle):
+            self._env.close()
+            raise InputError(self.path, "is serialised with pickle (serialization_format 'pkl'), and "
+                                        "unpickling a file can run arbitrary code. Open it only if you trust "
+                                        "its source, with Atom3DLMDB(path, allow_pickle=True) or, through "
+                                        f"dataset loaders, the environment variable {ALLOW_PICKLE_ENV}=1 "
+                                        "(even then only data classes - builtins containers, numpy arrays, "
+                                        "pandas tables - are unpickled)")
         self._id_to_idx = self._decode(ids, "id_to_idx") if ids is not None else {}
 
     def _decode(self, raw: bytes, what: str) -> Any:
         try:
             return _deserialise(raw, self.serialization_format)
+        except pickle.UnpicklingError as e:
+            raise InputError(self.path, f"refused to unpickle {what}: {e}") from None
         except Exception as e:  # json / msgpack / pickle each raise their own types
             raise InputError(self.path, f"cannot decode {what} as {self.serialization_format}: {e}") from None
 
@@ -163,7 +318,7 @@ class Atom3DLMDB:
         item = self._decode(raw, f"item {index}")
         if not isinstance(item, dict):
             raise InputError(self.path, f"item {index} is a {type(item).__name__}, expected a dict")
-        return _decode_frames(item)
+        return _decode_item(item)
 
     def __iter__(self):
         for i in range(self._n):
@@ -237,7 +392,11 @@ def structure_to_dataframe(s: Structure, ensemble: str | None = None) -> pd.Data
 
 def write_atom3d_lmdb(items: Iterable[dict], path: str | Path, serialization_format: str = "json",
                       with_types: bool = True, map_size: int = 2**34) -> int:
-    """Write items (dicts whose DataFrame values are stored as split dicts) as an ATOM3D LMDB.
+    """Write items as an ATOM3D LMDB, as atom3d's ``make_lmdb_dataset`` does: DataFrame values are stored as
+    split dicts (json, msgpack) or pickled as they are (pkl), and with ``with_types`` each item gets a
+    ``types`` dict of ``str(type(value))`` per key, a DataFrame's written as :data:`DATAFRAME_TYPE` whatever
+    the installed pandas version (pandas 3 spells ``str(pd.DataFrame)`` differently, which atom3d would
+    not recognise).
 
     Returns the number of items written. Each item needs an ``id``.
     """
@@ -254,9 +413,11 @@ def write_atom3d_lmdb(items: Iterable[dict], path: str | Path, serialization_for
         for i, item in enumerate(items):
             item = dict(item)
             if with_types:
-                item["types"] = {k: str(type(v)) for k, v in item.items()}
+                item["types"] = {k: DATAFRAME_TYPE if isinstance(v, pd.DataFrame) else str(type(v))
+                                 for k, v in item.items()}
                 item["types"]["types"] = str(dict)
-            txn.put(str(i).encode(), gzip.compress(_serialise(_encode_frames(item), serialization_format)))
+            value = item if serialization_format == "pkl" else _encode_frames(item)
+            txn.put(str(i).encode(), gzip.compress(_serialise(value, serialization_format)))
             id_to_idx[str(item.get("id", i))] = i
             n = i + 1
         txn.put(b"num_examples", str(n).encode())

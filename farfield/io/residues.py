@@ -18,11 +18,18 @@ ins_code        str [L]            insertion code
 chain_index     int64 [L]          0-based chain number in order of appearance
 segment_index   int64 [L]          0-based contiguous segment: increments at every chain change
                                    and every chain break
-chain_break     bool [L]           True where CA(i-1)-CA(i) > :data:`CHAIN_BREAK_DISTANCE`
-                                   within the same chain (residue i starts a new segment)
+chain_break     bool [L]           True where residue i is not peptide-bonded to residue i-1 of
+                                   the same chain (residue i starts a new segment): see below
 atom_residue    int64 [N]          for each atom of the source structure, its residue's
                                    index in this view, or -1
 ==============  =================  =========================================================
+
+Chain breaks follow the peptide bond, as DSSP does (Kabsch & Sander, Biopolymers 1983: residues i-1
+and i are bonded when C(i-1)-N(i) is at most 2.5 A): residue i continues the segment of i-1 when
+C(i-1)-N(i) <= :data:`PEPTIDE_BOND_DISTANCE`. A CA-CA cutoff alone misfires in deposited structures:
+bonded neighbours of 4HHB (e.g. chain B 79/80, D 48) are 4.22-4.26 A apart (CA-CA) with ordinary C-N
+bonds of 1.2-1.5 A. Only where C(i-1) or N(i) is missing does CA(i-1)-CA(i) >
+:data:`CHAIN_BREAK_DISTANCE` decide (consecutive CA are 3.8 A apart, 2.9 A around a cis peptide).
 
 Missing backbone atoms are explicit: coordinates are NaN and the mask is False; featurisers turn
 quantities that need them (dihedrals, side-chain direction) into zeros with a mask, never NaN.
@@ -36,7 +43,8 @@ import numpy as np
 from farfield.errors import InputError
 from farfield.io.structure import Structure
 
-__all__ = ["ResidueView", "AMINO_ACIDS", "MODIFIED_RESIDUES", "CHAIN_BREAK_DISTANCE", "virtual_cb"]
+__all__ = ["ResidueView", "AMINO_ACIDS", "MODIFIED_RESIDUES", "CHAIN_BREAK_DISTANCE", "PEPTIDE_BOND_DISTANCE",
+           "virtual_cb", "chain_breaks"]
 
 AMINO_ACIDS = ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE",
                "LEU", "LYS", "MET", "PHE", "PRO", "SER", "THR", "TRP", "TYR", "VAL")
@@ -46,7 +54,11 @@ MODIFIED_RESIDUES = {"MSE": "MET", "SEP": "SER", "TPO": "THR", "PTR": "TYR", "HY
                      "CSO": "CYS", "CME": "CYS", "KCX": "LYS", "LLP": "LYS", "CSD": "CYS", "PCA": "GLU",
                      "SEC": "CYS", "PYL": "LYS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS", "HIE": "HIS",
                      "HID": "HIS", "HIP": "HIS", "CYX": "CYS", "ASH": "ASP", "GLH": "GLU", "LYN": "LYS"}
-CHAIN_BREAK_DISTANCE = 4.2  # Angstrom; consecutive CA are 3.8 A apart (2.9 A for cis-proline)
+#: Angstrom; the largest C(i-1)-N(i) distance of a peptide bond (DSSP's criterion, Kabsch & Sander 1983)
+PEPTIDE_BOND_DISTANCE = 2.5
+#: Angstrom; CA(i-1)-CA(i) cutoff, used only where C(i-1) or N(i) is missing (consecutive CA are 3.8 A
+#: apart, 2.9 A around a cis peptide)
+CHAIN_BREAK_DISTANCE = 4.2
 _BACKBONE = ("N", "CA", "C", "O")
 _AA_INDEX = {name: i for i, name in enumerate(AMINO_ACIDS)}
 _AA_INDEX.update({k: _AA_INDEX[v] for k, v in MODIFIED_RESIDUES.items()})
@@ -62,6 +74,25 @@ def virtual_cb(n: np.ndarray, ca: np.ndarray, c: np.ndarray) -> np.ndarray:
     cc = c - ca
     a = np.cross(b, cc)
     return -0.58273431 * a + 0.56802827 * b - 0.54067466 * cc + ca
+
+
+def chain_breaks(backbone: np.ndarray, chain_index: np.ndarray) -> np.ndarray:
+    """[L] bool: True where residue i (of ``backbone`` [L, 4, 3], N/CA/C/O, NaN where missing) is in the
+    same chain as residue i-1 but not peptide-bonded to it.
+
+    Bonded means C(i-1)-N(i) <= :data:`PEPTIDE_BOND_DISTANCE` (DSSP's rule, Kabsch & Sander 1983); when
+    C(i-1) or N(i) is missing, CA(i-1)-CA(i) <= :data:`CHAIN_BREAK_DISTANCE` instead (CA is always
+    present in a :class:`ResidueView`)."""
+    L = len(backbone)
+    gap = np.zeros(L, dtype=bool)
+    if L < 2:
+        return gap
+    cn = np.linalg.norm(backbone[1:, 0] - backbone[:-1, 2], axis=1)     # NaN where C or N is missing
+    ca = np.linalg.norm(backbone[1:, 1] - backbone[:-1, 1], axis=1)
+    with np.errstate(invalid="ignore"):
+        broken = np.where(np.isnan(cn), ~(ca <= CHAIN_BREAK_DISTANCE), cn > PEPTIDE_BOND_DISTANCE)
+    gap[1:] = broken & (chain_index[1:] == chain_index[:-1])
+    return gap
 
 
 @dataclass
@@ -132,11 +163,7 @@ class ResidueView:
         _, chain_first = np.unique(chain, return_index=True)
         order = {c: i for i, c in enumerate(chain[np.sort(chain_first)])}
         chain_index = np.array([order[c] for c in chain], dtype=np.int64)
-        ca = backbone[:, 1]
-        gap = np.zeros(L, dtype=bool)
-        if L > 1:
-            d = np.linalg.norm(ca[1:] - ca[:-1], axis=1)
-            gap[1:] = (d > CHAIN_BREAK_DISTANCE) & (chain_index[1:] == chain_index[:-1])
+        gap = chain_breaks(backbone, chain_index)
         new_segment = gap.copy()
         new_segment[1:] |= chain_index[1:] != chain_index[:-1]
         segment = np.cumsum(new_segment)

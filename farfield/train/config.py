@@ -13,9 +13,8 @@ from farfield._config import check_keys
 from farfield.errors import ConfigError
 from farfield.models.config import ModelConfig
 
-__all__ = ["DataConfig", "TaskConfig", "TASK_METRICS", "resolve_task", "OptimConfig", "RunConfig", "TrainConfig",
-           "TASKS", "apply_overrides",
-           "load_config"]
+__all__ = ["DataConfig", "TaskConfig", "TASK_METRICS", "POOLINGS", "DEFAULT_POOLING", "resolve_task", "OptimConfig",
+           "RunConfig", "TrainConfig", "TASKS", "apply_overrides", "load_config"]
 
 TASKS = ("graph_regression", "node_regression", "binary", "multiclass", "multilabel")
 SCHEDULERS = ("plateau", "cosine", "none")
@@ -109,9 +108,18 @@ class TaskConfig:
     """``kind``: one of :data:`TASKS`, or ``auto`` (default): the task the dataset's loader defines in
     ``info["task"]`` (:func:`farfield.datasets.dataset_info`), else ``graph_regression``; ``num_outputs``
     targets / classes (None: the dataset's, else the width of the loaded targets; an explicit value that
-    contradicts the loaded targets is a :class:`ConfigError` at training time); ``pooling`` for graph tasks; ``standardize`` regression targets with the training
-    mean and std; ``monitor``: the validation metric that selects the best checkpoint (None: the dataset's
-    ``info["task"]["monitor"]``, else the kind's default, e.g. ``mae`` or ``ap``).
+    contradicts the loaded targets is a :class:`ConfigError` at training time); ``standardize`` regression
+    targets with the training mean and std; ``monitor``: the validation metric that selects the best checkpoint
+    (None: the dataset's ``info["task"]["monitor"]``, else the kind's default, e.g. ``mae`` or ``ap``).
+
+    ``pooling``: the readout of graph tasks, ``sum``, ``mean`` or ``max``, or ``auto`` (default): the dataset's
+    natural readout, ``info["task"]["pooling"]`` (per target where the loader gives
+    ``info["task"]["pooling_by_target"]``), else :data:`DEFAULT_POOLING` (``mean``). Sum pooling makes the
+    output scale with the number of nodes, which suits *extensive* targets (energies of molecules: QM9's U0, the
+    peptide benchmark's ``energy``) and breaks *intensive* ones (per-protein scores, function labels): a
+    residue-level model of proteins of 20 to 1,300 residues then predicts values 65x apart for the same
+    per-residue signal. So a dataset says ``sum`` only where its target is extensive; everything else,
+    including your own ``folder`` data, gets ``mean``.
 
     ``noisy_nodes`` (lambda, 0 = off) and ``noise_std`` (sigma, Angstrom): Noisy Nodes (Godwin et al., ICLR
     2022): training inputs get positions ``x + sigma * eps``, ``eps ~ N(0, I)``, and an equivariant node head
@@ -122,7 +130,7 @@ class TaskConfig:
 
     kind: str = "auto"
     num_outputs: int | None = None
-    pooling: str = "sum"
+    pooling: str = "auto"
     standardize: bool = True
     monitor: str | None = None
     noisy_nodes: float = 0.0
@@ -130,7 +138,7 @@ class TaskConfig:
 
     def __post_init__(self):
         _choice("task.kind", self.kind, TASKS + ("auto",))
-        _choice("task.pooling", self.pooling, ("sum", "mean", "max"))
+        _choice("task.pooling", self.pooling, POOLINGS + ("auto",))
         if self.num_outputs is not None:
             _integer("task.num_outputs", self.num_outputs, 1)
         _boolean("task.standardize", self.standardize)
@@ -153,13 +161,17 @@ class TaskConfig:
 
     @property
     def requested(self) -> dict:
-        """The values of ``kind`` / ``num_outputs`` / ``monitor`` as the user gave them (``auto`` / None)."""
+        """The values of ``kind`` / ``num_outputs`` / ``monitor`` / ``pooling`` as the user gave them (``auto`` /
+        None)."""
         return dict(self._requested)
 
-    def resolve(self, info: dict | None = None, default_target: bool = True) -> "TaskConfig":
-        """This config with ``kind`` / ``num_outputs`` / ``monitor`` filled from a loader's ``info`` (its
-        ``task`` entry: ``{"kind", "num_outputs", "monitor"}``, or a kind name with ``num_outputs`` beside it).
-        The dataset's ``num_outputs`` applies to its default target only (``default_target``)."""
+    def resolve(self, info: dict | None = None, default_target: bool = True, targets: list | None = None,
+                dataset: str = "the dataset") -> "TaskConfig":
+        """This config with ``kind`` / ``num_outputs`` / ``monitor`` / ``pooling`` filled from a loader's
+        ``info`` (its ``task`` entry: ``{"kind", "num_outputs", "monitor", "pooling", "pooling_by_target"}``,
+        or a kind name with ``num_outputs`` beside it). The dataset's ``num_outputs`` applies to its default
+        target only (``default_target``); ``targets`` (the target names asked for; None: the default one) pick
+        the pooling of ``pooling_by_target`` (:func:`_dataset_pooling`)."""
         req = self._requested
         t = (info or {}).get("task")
         if isinstance(t, str):
@@ -179,12 +191,32 @@ class TaskConfig:
         if monitor is not None and monitor not in TASK_METRICS[kind]:
             raise ConfigError(f"task.monitor must be one of {list(TASK_METRICS[kind])} for task.kind={kind}, got "
                               f"{monitor!r}")
-        out = replace(self, kind=kind, num_outputs=n, monitor=monitor)
+        pooling = req["pooling"] if req["pooling"] != "auto" else _dataset_pooling(t, targets, dataset)
+        out = replace(self, kind=kind, num_outputs=n, monitor=monitor, pooling=pooling)
         object.__setattr__(out, "_requested", dict(req))
         return out
 
 
-_AUTO_KEYS = ("kind", "num_outputs", "monitor")
+_AUTO_KEYS = ("kind", "num_outputs", "monitor", "pooling")
+#: graph readouts (:func:`farfield.models.readout.pool`)
+POOLINGS = ("sum", "mean", "max")
+#: the readout of ``task.pooling=auto`` when the dataset names none: the mean, right for intensive targets
+#: (per-structure scores, class labels) whatever the graph sizes; sum only where a dataset says its target is
+#: extensive
+DEFAULT_POOLING = "mean"
+
+
+def _dataset_pooling(task_info: dict, targets: list | None, dataset: str) -> str:
+    """The readout a dataset's ``info["task"]`` gives: ``pooling_by_target[t]`` when every target asked for
+    (``targets``; None: the default) has one and they agree, else ``pooling``, else :data:`DEFAULT_POOLING`.
+    (Several targets with different readouts share one head, pooled one way: the dataset's ``pooling``.)"""
+    by_target = task_info.get("pooling_by_target") or {}
+    chosen = {by_target.get(t) for t in targets} if targets and by_target else {None}
+    pooling = chosen.pop() if len(chosen) == 1 and None not in chosen else task_info.get("pooling")
+    pooling = pooling or DEFAULT_POOLING
+    if pooling not in POOLINGS:
+        raise ConfigError(f"the info of {dataset!r} names task pooling {pooling!r}, not one of {list(POOLINGS)}")
+    return pooling
 
 
 @dataclass(frozen=True)
@@ -265,9 +297,10 @@ class TrainConfig:
         return cls(**kw)
 
     def to_dict(self, resolved: bool = False) -> dict:
-        """The config as plain data. ``resolved=False`` keeps ``task.kind`` / ``num_outputs`` / ``monitor`` as
-        the user gave them (``auto`` / None: re-resolved when the dataset changes); ``resolved=True`` gives
-        the values this config trains with (what :func:`farfield.train.run.config_hash` sees)."""
+        """The config as plain data. ``resolved=False`` keeps ``task.kind`` / ``num_outputs`` / ``monitor`` /
+        ``pooling`` as the user gave them (``auto`` / None: re-resolved when the dataset changes);
+        ``resolved=True`` gives the values this config trains with (what :func:`farfield.train.run.config_hash`
+        sees)."""
         d = asdict(self)
         d["data"]["split"] = list(self.data.split)
         if not resolved:
@@ -287,11 +320,23 @@ def resolve_task(task: TaskConfig, data: DataConfig) -> TaskConfig:
         task_for = getattr(DATASETS[data.dataset], "task_for", None)
     except (ImportError, AttributeError):
         pass
+    targets = _target_names(data.target, default, info)
     if task_for is not None and data.path is not None and task.requested["kind"] == "auto":
         # datasets whose task depends on the user's files (``folder``: the label CSV) say it themselves
         info = {**info, "task": task_for(data.path, target=data.target, **dict(data.options))}
-        return task.resolve(info, default_target=True)
-    return task.resolve(info, default_target=data.target in (None, "all", default))
+        return task.resolve(info, default_target=True, targets=targets, dataset=data.dataset)
+    return task.resolve(info, default_target=data.target in (None, "all", default), targets=targets,
+                        dataset=data.dataset)
+
+
+def _target_names(target: str | None, default: str | None, info: dict) -> list | None:
+    """The target names ``data.target`` asks for: None -> the loader's default target, ``'a,b'`` -> [a, b],
+    ``'all'`` -> the loader's ``info["targets"]`` (when it lists them)."""
+    if target is None:
+        return [default] if default is not None else None
+    if target == "all":
+        return list(info.get("targets") or []) or None
+    return [t.strip() for t in str(target).split(",") if t.strip()]
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:

@@ -22,10 +22,9 @@ from farfield.graphs import GraphBuilder, parse_edge_spec
 __all__ = ["AtomBudgetBatchSampler", "GraphDataModule", "EpochEdges", "LazySplit", "MarkPadded", "build_edges",
            "split_indices", "BASELINE_PREFIX", "COMPONENT"]
 
-#: graph / node attributes holding the features of a reference baseline (``baseline_<name>``)
-BASELINE_PREFIX = "baseline_"
-#: node field [N] of pair items: 0 = the original structure, 1 = the mutated one (ATOM3D MSP)
-COMPONENT = "component"
+# graph / node attributes holding the features of a reference baseline (``baseline_<name>``), and the node field
+# [N] of pair items (0 = the original structure, 1 = the mutated one, ATOM3D MSP): defined once in fields
+BASELINE_PREFIX, COMPONENT = F.BASELINE_PREFIX, F.COMPONENT
 
 
 class AtomBudgetBatchSampler(Sampler):
@@ -332,6 +331,9 @@ class GraphDataModule(L.LightningDataModule):
         return float((g.pos[src] - g.pos[tgt]).norm(dim=-1).max())
 
     def _split(self, n: int, groups, official):
+        #: which split is used: ``'official'`` (the dataset's own; ``data.split`` / ``split_seed`` do not apply)
+        #: or ``'seeded'`` (drawn from ``data.split`` with ``data.split_seed``, by group where there are groups)
+        self.split_source = "official" if official is not None else "seeded"
         if official is not None:                        # the dataset's official split
             return tuple(np.flatnonzero(official == k) for k in range(3))
         return split_indices(n, self.cfg.split, self.cfg.split_seed, groups)
@@ -429,14 +431,37 @@ class GraphDataModule(L.LightningDataModule):
         self.has_positions = positions and not self.provides_edges
         self.baselines = sorted(k[len(BASELINE_PREFIX):] for k in first.keys() if k.startswith(BASELINE_PREFIX))
 
+    def _splits(self):
+        return (("train", self.train), ("val", self.val), ("test", self.test))
+
+    @staticmethod
+    def _raw_items(graphs):
+        """The items of a split one at a time as loaded (a lazy split's items without building edges)."""
+        if isinstance(graphs, LazySplit):
+            for i in range(len(graphs)):
+                yield graphs.raw(i)
+        else:
+            yield from graphs
+
+    def split_targets(self) -> dict[str, np.ndarray]:
+        """``y`` of each split (float64 [rows, k], unscaled), streamed item by item without building edges."""
+        out = {}
+        for s, gs in self._splits():
+            rows = [g.y.double().reshape(-1, g.y.shape[-1]).numpy() for g in self._raw_items(gs)]
+            out[s] = np.concatenate(rows) if rows else np.zeros((0, 1))
+        return out
+
     def baseline_arrays(self, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """(features, targets) of reference baseline ``name`` per split, rows aligned with ``y``."""
+        """(features, targets) of reference baseline ``name`` per split, rows aligned with ``y``; streamed: only
+        the two arrays are kept, not the graphs (a lazy store is read item by item)."""
         key = BASELINE_PREFIX + name
         out = {}
-        for s, gs in (("train", self.train), ("val", self.val), ("test", self.test)):
-            gs = [gs.raw(i) for i in range(len(gs))] if isinstance(gs, LazySplit) else gs
-            out[s] = (torch.cat([g[key] for g in gs]).double().numpy() if gs else np.zeros((0, 1)),
-                      torch.cat([g.y for g in gs]).double().numpy() if gs else np.zeros((0, 1)))
+        for s, gs in self._splits():
+            xs, ys = [], []
+            for g in self._raw_items(gs):
+                xs.append(g[key].double().reshape(-1, g[key].shape[-1]).numpy())
+                ys.append(g.y.double().reshape(-1, g.y.shape[-1]).numpy())
+            out[s] = (np.concatenate(xs), np.concatenate(ys)) if xs else (np.zeros((0, 1)), np.zeros((0, 1)))
         return out
 
     def _loader(self, graphs, shuffle: bool) -> DataLoader:

@@ -17,7 +17,8 @@ from farfield.train.config import TASK_METRICS
 from farfield.train.data import COMPONENT
 from farfield.nn.mlp import MLP
 
-__all__ = ["TaskModule", "NonFiniteLossError", "LabelAveragePrecision", "NumpyMetric", "MONITOR"]
+__all__ = ["TaskModule", "NonFiniteLossError", "LabelAveragePrecision", "NumpyMetric", "ColumnError", "MONITOR",
+           "plain_data"]
 
 
 def _name(batch) -> str:
@@ -30,10 +31,16 @@ class NonFiniteLossError(FarfieldError):
 
 
 def _metrics(kind: str, n: int, grouped: bool = False) -> torchmetrics.MetricCollection:
-    """The metrics of task ``kind`` (names as in :data:`farfield.train.config.TASK_METRICS`)."""
+    """The metrics of task ``kind`` (names as in :data:`farfield.train.config.TASK_METRICS`). Regression with
+    ``n > 1`` targets also reports each target's error, ``mae_<i>`` and ``rmse_<i>`` (the pooled ``mae``
+    averages targets that may be in different units)."""
     if kind in ("graph_regression", "node_regression"):
         m = {"mae": torchmetrics.MeanAbsoluteError(), "rmse": torchmetrics.MeanSquaredError(squared=False),
              "pearson": NumpyMetric("pearson"), "spearman": NumpyMetric("spearman")}
+        if n > 1:
+            for i in range(n):
+                m[f"mae_{i}"] = ColumnError(i)
+                m[f"rmse_{i}"] = ColumnError(i, squared=True)
         if grouped and kind == "graph_regression":
             m["group_spearman"] = NumpyMetric("per_group_spearman", groups=True)
         return torchmetrics.MetricCollection(m, compute_groups=False)
@@ -48,6 +55,34 @@ def _metrics(kind: str, n: int, grouped: bool = False) -> torchmetrics.MetricCol
                                           "f1": torchmetrics.F1Score(task="multilabel", num_labels=n) if n > 1
                                           else torchmetrics.F1Score(task="binary")},
                                          compute_groups=False)
+
+
+class ColumnError(torchmetrics.Metric):
+    """The mean absolute error (or, ``squared=True``, the root mean squared error) of one target column of a
+    multi-target regression, over the column's finite targets; sums are reduced across processes, so
+    distributed evaluation is exact."""
+
+    full_state_update = False
+    higher_is_better = False
+
+    def __init__(self, column: int, squared: bool = False):
+        super().__init__()
+        self.column, self.squared = int(column), bool(squared)
+        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds, target):
+        p, t = preds.detach().double()[:, self.column], target.detach().double()[:, self.column]
+        ok = torch.isfinite(t)
+        e = (p[ok] - t[ok])
+        self.total += (e * e).sum() if self.squared else e.abs().sum()
+        self.count += ok.sum()
+
+    def compute(self):
+        if self.count == 0:
+            return torch.tensor(float("nan"))
+        v = self.total / self.count
+        return (v.sqrt() if self.squared else v).float()
 
 
 class NumpyMetric(torchmetrics.Metric):
@@ -140,10 +175,28 @@ MONITOR = {"graph_regression": "mae", "node_regression": "mae", "binary": "auroc
            "multilabel": "ap"}
 
 
+def plain_data(x, where: str = "value"):
+    """``x`` as plain data - dicts with string keys, lists, str, int, float, bool, None (tuples become lists) -
+    what ``torch.load(weights_only=True)`` reads back without unpickling arbitrary objects (the hyper-parameters
+    a checkpoint stores). Anything else is a :class:`ConfigError` naming where it sits."""
+    if isinstance(x, dict):
+        bad = [k for k in x if not isinstance(k, str)]
+        if bad:
+            raise ConfigError(f"{where} has a non-string key {bad[0]!r}; a checkpoint stores plain data only")
+        return {k: plain_data(v, f"{where}.{k}") for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain_data(v, f"{where}[{i}]") for i, v in enumerate(x)]
+    if x is None or isinstance(x, (str, bool, int, float)):
+        return x
+    raise ConfigError(f"{where} is a {type(x).__name__} ({x!r}); a checkpoint stores plain data only (dicts, "
+                      "lists, strings, numbers, booleans, None)")
+
+
 class TaskModule(L.LightningModule):
     """Graph- or node-level prediction from a backbone's invariant scalars.
 
-    Head: node MLP ``d -> d -> num_outputs``, pooled per graph (``task.pooling``) for graph tasks. Losses:
+    Head: node MLP ``d -> d -> num_outputs``, pooled per graph (``task.pooling`` as resolved against the dataset;
+    a config resolved here, without one, pools with ``mean``) for graph tasks. Losses:
     MSE on standardized targets (regression), BCE-with-logits (binary, multilabel), cross-entropy
     (multiclass). Metrics are computed in the target's own units (:func:`_metrics`; ``group_spearman`` when
     ``grouped``: every graph carries ``group``). A NaN/Inf loss raises :class:`NonFiniteLossError` (the last
@@ -165,7 +218,7 @@ class TaskModule(L.LightningModule):
     def __init__(self, model: nn.Module, task, optim, target_mean=None, target_std=None, config: dict | None = None,
                  *, grouped: bool = False, pair: bool = False, sign_flip: slice | None = None, seed: int = 0):
         super().__init__()
-        if task.kind == "auto" or task.num_outputs is None:
+        if task.kind == "auto" or task.num_outputs is None or task.pooling == "auto":
             task = task.resolve()
         self.model, self.task, self.optim = model, task, optim
         self.pair, self.sign_flip, self.seed = bool(pair), sign_flip, int(seed)
@@ -195,7 +248,8 @@ class TaskModule(L.LightningModule):
         self.mode = "max" if names[self.monitor] else "min"
         self._bad_flag = None
         if config is not None:
-            self.save_hyperparameters({"config": config})
+            # plain data only, so that checkpoints load with torch.load(weights_only=True)
+            self.save_hyperparameters({"config": plain_data(config, "config")})
 
     @property
     def regression(self) -> bool:
@@ -251,7 +305,7 @@ class TaskModule(L.LightningModule):
         """Training-time input augmentation: random LapPE signs (``sign_flip``), seeded by seed and step."""
         if self.sign_flip is None:
             return batch
-        from farfield.datasets.lrgb import random_sign_flip
+        from farfield.features.positional import random_sign_flip
         gen = torch.Generator().manual_seed((self.seed * 1_000_003 + int(self.global_step)) & 0x7FFFFFFFFFFF)
         batch.x_s = random_sign_flip(batch.x_s, getattr(batch, "batch", None), self.sign_flip, gen)
         return batch

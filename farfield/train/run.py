@@ -7,6 +7,12 @@ epoch) and ``checkpoints/best.ckpt`` (best validation metric), ``logs/`` (CSV, o
 directory holds the *same* configuration (:func:`config_key`): a directory holding a different one is
 refused with the keys that differ, never silently reused. SIGINT / SIGTERM stop training at the next batch
 boundary (the last finished epoch's checkpoint is kept) and raise :class:`Interrupted`.
+
+Checkpoints are only ever read with ``torch.load(weights_only=True)`` (our check of ``last.ckpt``, and
+Lightning's own loads for resuming, testing and :func:`evaluate`, which default to ``weights_only=None``: the
+torch default, which ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns into full unpickling): a checkpoint is a pickle,
+and unpickling one without that restriction runs whatever code it names. What a run stores is loadable that way:
+tensors, and its config as plain data (:func:`farfield.train.module.plain_data`).
 """
 from __future__ import annotations
 
@@ -24,10 +30,13 @@ import torch
 from farfield.errors import ConfigError, FarfieldError
 from farfield.train.config import TrainConfig
 
-__all__ = ["train", "build_module", "config_key", "config_hash", "Interrupted", "local_cutoff", "sign_flip_columns"]
+__all__ = ["train", "build_module", "config_key", "config_hash", "run_data_identity", "Interrupted", "local_cutoff", "sign_flip_columns",
+           "check_pooling", "identity_labels"]
 
 #: run options that do not change what is computed
 _PRESENTATION_KEYS = ("out", "progress", "tensorboard")
+#: data options that do not change what is computed (the loader's parallelism)
+_DATA_PRESENTATION_KEYS = ("num_workers",)
 
 
 class Interrupted(FarfieldError):
@@ -58,6 +67,8 @@ def config_key(cfg: TrainConfig | dict) -> dict:
     d = cfg.to_dict(resolved=True) if isinstance(cfg, TrainConfig) else json.loads(json.dumps(cfg))
     for k in _PRESENTATION_KEYS:
         d.get("run", {}).pop(k, None)
+    for k in _DATA_PRESENTATION_KEYS:
+        d.get("data", {}).pop(k, None)
     task = d.get("task", {})
     for k, v in _NEW_TASK_DEFAULTS.items():
         if k in task and task[k] == v:
@@ -67,9 +78,26 @@ def config_key(cfg: TrainConfig | dict) -> dict:
     return d
 
 
+def run_data_identity(cfg: TrainConfig | dict) -> str:
+    """The identity of the data ``cfg`` trains on (:func:`farfield.datasets.identity.data_identity`): '' when
+    there is nothing to identify or the config cannot be read."""
+    from farfield.datasets.identity import data_identity
+    if not isinstance(cfg, TrainConfig):
+        try:
+            cfg = TrainConfig.from_dict(json.loads(json.dumps(cfg)))
+        except FarfieldError:
+            return ""
+    return data_identity(cfg.data.dataset, cfg.data.path, dict(cfg.data.options))
+
+
 def config_hash(cfg: TrainConfig | dict) -> str:
-    """A short stable hash of :func:`config_key` (sha256 of its sorted JSON, 10 hex digits)."""
-    return hashlib.sha256(json.dumps(config_key(cfg), sort_keys=True, default=str).encode()).hexdigest()[:10]
+    """A short stable hash (sha256 of sorted JSON, 10 hex digits) of :func:`config_key` and the identity of the
+    data (:func:`run_data_identity`, when there is one): a changed data file at the same path gives a new hash,
+    hence a new run directory in a study, instead of reusing runs trained on the old data."""
+    key, ident = config_key(cfg), run_data_identity(cfg)
+    if ident:
+        key = {**key, "data_identity": ident}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def _differences(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -97,21 +125,42 @@ def _check_same_config(out: Path, cfg: TrainConfig) -> None:
             diff = "; ".join(_differences(old, new)[:6])
             raise ConfigError(f"run directory {out} holds a run of a different configuration ({diff}); use another "
                               "--out / run.out, or delete the directory to start over")
+    stored = out / "data_identity"
+    if stored.is_file():
+        was, now = stored.read_text().strip(), run_data_identity(cfg)
+        if was != now:
+            raise ConfigError(f"run directory {out} holds a run trained on other data: {cfg.data.dataset} "
+                              f"{cfg.data.path or '(built-in)'} had identity {was or '(none)'} and now has "
+                              f"{now or '(none)'}; use another --out / run.out, or delete the directory to start "
+                              "over")
+
+
+def _refused(e: BaseException) -> bool:
+    """True if ``e`` is torch's refusal (``weights_only=True``) of a checkpoint that holds more than tensors and
+    plain data."""
+    import pickle
+    return isinstance(e, pickle.UnpicklingError) and "weights only load failed" in str(e).lower()
+
+
+#: why a refused checkpoint is not loaded
+_REFUSED = "holds objects other than tensors and plain data; refused to load it, since unpickling it could run code"
 
 
 def _check_checkpoint(last: Path, cfg: TrainConfig) -> bool:
-    """True if ``last`` can be resumed: readable and written by the same configuration. An unreadable
-    checkpoint (killed mid-write) is moved aside with a warning and the run starts over."""
+    """True if ``last`` can be resumed: readable (with ``weights_only=True``) and written by the same
+    configuration. An unreadable checkpoint (killed mid-write, or holding objects other than tensors and plain
+    data, whose unpickling could run code) is moved aside with a warning and the run starts over."""
     if not last.is_file():
         return False
     try:
-        ck = torch.load(last, map_location="cpu", weights_only=False)
+        ck = torch.load(last, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is set aside, never half-loaded
         bad = last.with_suffix(".ckpt.unreadable")
         last.replace(bad)
-        warnings.warn(f"checkpoint {last} is unreadable ({type(e).__name__}); moved to {bad.name}, starting over")
+        why = _REFUSED if _refused(e) else f"is unreadable ({type(e).__name__})"
+        warnings.warn(f"checkpoint {last} {why}; moved to {bad.name}, starting over")
         return False
-    old = (ck.get("hyper_parameters") or {}).get("config")
+    old = (ck.get("hyper_parameters") or {}).get("config") if isinstance(ck, dict) else None
     if old is not None and config_key(old) != config_key(cfg):
         diff = "; ".join(_differences(config_key(old), config_key(cfg))[:6])
         raise ConfigError(f"checkpoint {last} was written by a different configuration ({diff}); use another "
@@ -191,6 +240,43 @@ def task_for_data(cfg: TrainConfig, dm):
         return out
     raise ConfigError(f"task.num_outputs={t.num_outputs}, but the targets of {cfg.data.dataset!r} have {width} "
                       f"column(s); set task.num_outputs={width} or leave it unset")
+
+
+def _train_sizes(dm):
+    """Node counts of the training graphs: a lazy split's index (``sizes``), else each graph's ``num_nodes``."""
+    import numpy as np
+    train = getattr(dm, "train", None)
+    if train is None:
+        return np.zeros(0, dtype=np.int64)
+    sizes = getattr(train, "sizes", None)
+    if sizes is None:
+        sizes = [g.num_nodes for g in train]
+    return np.asarray(sizes, dtype=np.int64)
+
+
+#: graph sizes (max / min node count) above which a sum-pooled regression warns
+SIZE_SPREAD = 10.0
+
+
+def check_pooling(cfg: TrainConfig, dm) -> None:
+    """Warn when a sum-pooled graph regression trains on graphs whose node counts span more than an order of
+    magnitude (max / min > :data:`SIZE_SPREAD`): a sum readout's output grows with the number of nodes, which is
+    right for extensive targets (energies) but makes an intensive per-structure target (a score, a stability)
+    depend on chain length, and training diverges on mixed sizes (a small GVP, 2 epochs, on 12 proteins of 20 to
+    1,294 residues with N(0, 1) labels: validation MAE 10 to 100 with sum, 0.8 to 0.9 with mean, over 3 seeds)."""
+    t = cfg.task
+    if t.kind != "graph_regression" or t.pooling != "sum":
+        return
+    n = _train_sizes(dm)
+    n = n[n > 0]
+    if not len(n) or n.max() <= SIZE_SPREAD * n.min():
+        return
+    why = ("as requested (task.pooling=sum)" if t.requested["pooling"] == "sum"
+           else f"as {cfg.data.dataset!r} declares its target extensive")
+    warnings.warn(f"task.pooling=sum on {cfg.data.dataset!r} ({why}), but its training graphs have {n.min():,} to "
+                  f"{n.max():,} nodes ({n.max() / n.min():.0f}x): a summed readout grows with graph size, which "
+                  "suits extensive targets (energies) only; for a per-structure (intensive) property set "
+                  "task.pooling=mean", UserWarning, stacklevel=2)
 
 
 def _check_positions(cfg: TrainConfig, dm) -> None:
@@ -282,11 +368,13 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "config_hash").write_text(config_hash(cfg) + "\n")
+    (out / "data_identity").write_text(run_data_identity(cfg) + "\n")
     dm = datamodule or GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed,
                                        standardize=cfg.task.standardize)
     dm.setup("fit")
     if cfg.task.noisy_nodes > 0:
         dm = dm.with_noise(cfg.task.noise_std)        # a view of the same graphs: training items get noise
+    check_pooling(cfg, dm)
     _reset_peak()
     module, params = build_module(cfg, dm)
     monitor = f"val/{module.monitor}"
@@ -323,11 +411,13 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
         warnings.filterwarnings("ignore", message=".*treespec.*")
         try:
-            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None)
+            # weights_only=True: Lightning's default (None) defers to torch's, which an environment variable
+            # can turn into full unpickling
+            trainer.fit(module, datamodule=dm, ckpt_path=str(last) if resume else None, weights_only=True)
             if got or trainer.received_sigterm:
                 raise SIGTERMException()
             best_path = best.best_model_path or str(last)
-            test = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False)
+            test = trainer.test(module, datamodule=dm, ckpt_path=best_path, verbose=False, weights_only=True)
         except SIGTERMException:
             raise Interrupted(got.get("signum", signal.SIGTERM)) from None
         except ConfigError as e:
@@ -355,15 +445,44 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
         **_by_identity(module, dm),
         "convergence": convergence([c.get(f"val/{module.monitor}") for c in curve], mode=module.mode),
         "curve": curve,
+        "pooling": module.task.pooling,
+        **_by_target(cfg, test[0] if test else {}, module.task.num_outputs),
         "best_checkpoint": str(Path(best_path).name),
         "config_hash": config_hash(cfg),
+        "data_identity": run_data_identity(cfg),
+        "monitor": module.monitor,
     }
     done.write_text(json.dumps(result, indent=2))
     return result
 
 
-#: DeepFRI's test.csv columns: test chains below these sequence identities to the training set
-IDENTITY_CUTOFFS = ("30%", "40%", "50%", "70%", "95%")
+def target_names(cfg: TrainConfig, k: int) -> list[str]:
+    """Names of the ``k`` regression targets: ``data.target`` split at commas, or the loader's ``info['targets']``
+    for ``all``, else ``target 0`` ... when they do not add up to ``k``."""
+    from farfield.datasets import DATASETS, dataset_info
+    from farfield.train.config import _target_names
+    default = None
+    try:
+        default = getattr(DATASETS[cfg.data.dataset], "default_target", None)
+    except (ImportError, AttributeError, KeyError):
+        pass
+    names = _target_names(cfg.data.target, default, dataset_info(cfg.data.dataset))
+    return list(names) if names and len(names) == k else [f"target {i}" for i in range(k)]
+
+
+def _by_target(cfg: TrainConfig, test: dict, k: int) -> dict:
+    """``test_by_target``: each target's test MAE / RMSE (``ColumnError``) of a multi-target regression."""
+    if not k or k < 2 or f"test/mae_0" not in test:
+        return {}
+    return {"test_by_target": {name: {m: float(test.get(f"test/{m}_{i}", float("nan"))) for m in ("mae", "rmse")}
+                               for i, name in enumerate(target_names(cfg, k))}}
+
+
+def identity_labels() -> tuple[str, ...]:
+    """Labels of DeepFRI's sequence-identity cut-offs (:data:`farfield.datasets.deepfri.IDENTITY_CUTOFFS`, the
+    columns of its test.csv), e.g. ``"30%"``: test chains below that identity to the training set."""
+    from farfield.datasets.deepfri import IDENTITY_CUTOFFS
+    return tuple(f"{c:.0%}" for c in IDENTITY_CUTOFFS)
 
 
 def _eval_batches(dm):
@@ -396,7 +515,7 @@ def _by_identity(module, dm) -> dict:
             ident.append(getattr(b, IDENTITY).reshape(b.num_graphs, -1).bool()[keep])
     s, y, ident = torch.cat(scores).numpy(), torch.cat(labels).numpy(), torch.cat(ident).numpy()
     out = {}
-    for c, name in enumerate(IDENTITY_CUTOFFS[: ident.shape[1]]):
+    for c, name in enumerate(identity_labels()[: ident.shape[1]]):
         keep = ident[:, c]
         m = classification_metrics(y[keep], s[keep], module.task.kind) if keep.any() else {}
         out[name] = {"n": int(keep.sum()), **m}
@@ -463,6 +582,7 @@ def evaluate(cfg: TrainConfig, checkpoint: str | Path, split: str = "test") -> d
     several processes each graph is evaluated exactly once, so the result equals the single-process one."""
     import lightning as L
 
+    from farfield.errors import InputError
     from farfield.train.data import GraphDataModule
     _quiet_lightning()
     dm = GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed,
@@ -475,5 +595,10 @@ def evaluate(cfg: TrainConfig, checkpoint: str | Path, split: str = "test") -> d
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         run = trainer.validate if split == "val" else trainer.test
-        res = run(module, datamodule=dm, ckpt_path=str(checkpoint), verbose=False)
+        try:
+            res = run(module, datamodule=dm, ckpt_path=str(checkpoint), verbose=False, weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            if _refused(e):
+                raise InputError(checkpoint, _REFUSED) from None
+            raise
     return {k: float(v) for k, v in (res[0] if res else {}).items()}

@@ -39,7 +39,7 @@ from farfield.train.config import TrainConfig
 from farfield.train.run import Interrupted, config_hash
 
 __all__ = ["DEFAULT_STRATEGIES", "WIDE", "NOISY", "split_arm", "Study", "RunSpec", "run_study", "summarize", "format_table",
-           "reference_baselines"]
+           "reference_baselines", "execution_order", "estimate_remaining"]
 
 #: the default study: the baseline and the mechanisms of the main families (graph construction, a global node,
 #: learned pooling-and-broadcast, a physics-inspired k-space sum); quadratic attention is left out of the default
@@ -119,6 +119,15 @@ class Study:
             return dict(self.base.model.backbone_options)
         return {k: v for k, v in self.base.model.backbone_options.items() if k in ("hidden", "num_layers")}
 
+    def arm_model(self, backbone: str, strategy: str, widen: dict | None = None):
+        """The model config of one arm: the base model with ``backbone`` (its options), ``strategy`` (with the
+        base config's long-range options when it is the base's strategy, else the strategy's defaults) and the
+        ``widen`` backbone options of the parameter-matched baseline. Runs and parameter matching both build
+        their models here, so the matched width is computed on the models that train."""
+        lr_opts = dict(self.base.model.long_range_options) if strategy == self.base.model.long_range else {}
+        return replace(self.base.model, backbone=backbone, long_range=strategy, long_range_options=lr_opts,
+                       backbone_options={**self.backbone_options(backbone), **(widen or {})})
+
     def labels(self) -> list[str]:
         out = list(self.strategies)
         if self.param_matched and "none" in out and len(out) > 1:
@@ -130,14 +139,11 @@ class Study:
         (from :func:`matched_width`); without it the parameter-matched runs are left out."""
         out = []
         for b in self.backbones:
-            opts = self.backbone_options(b)
             for label in self.labels():
                 if label == WIDE and not (wide_options and b in wide_options):
                     continue
                 strategy, noisy = ("none", False) if label == WIDE else split_arm(label)
-                lr_opts = dict(self.base.model.long_range_options) if strategy == self.base.model.long_range else {}
-                model = replace(self.base.model, backbone=b, long_range=strategy, long_range_options=lr_opts,
-                                backbone_options={**opts, **(wide_options[b] if label == WIDE else {})})
+                model = self.arm_model(b, strategy, wide_options[b] if label == WIDE else None)
                 task = self.base.task.evolve(noisy_nodes=float(self.noisy_nodes)) if noisy else self.base.task
                 for split in self.split_seeds:
                     for k in range(self.seeds):
@@ -170,17 +176,15 @@ def matched_width(study: Study, spec, max_edge_length: float, pair: bool = False
     for b in study.backbones:
         opts = study.backbone_options(b)
         target = 0
-        for s in study.strategies:
-            cfg = replace(study.base, model=replace(study.base.model, backbone=b, backbone_options=opts, long_range=s,
-                                                    long_range_options={}))
+        for label in study.strategies:
+            cfg = replace(study.base, model=study.arm_model(b, split_arm(label)[0]))
             target = max(target, _total_params(cfg, spec, max_edge_length, pair))
-        plain = replace(study.base, model=replace(study.base.model, backbone=b, backbone_options=opts,
-                                                  long_range="none", long_range_options={}))
+        plain = replace(study.base, model=study.arm_model(b, "none"))
         h0 = int(opts.get("hidden", 64))
         if _total_params(plain, spec, max_edge_length, pair) >= target:
             continue
         lo, hi = h0, h0 * 2
-        wide = lambda h: replace(plain, model=replace(plain.model, backbone_options={**opts, "hidden": h}))
+        wide = lambda h: replace(plain, model=study.arm_model(b, "none", {"hidden": h}))
         while _total_params(wide(hi), spec, max_edge_length, pair) < target:
             lo, hi = hi, hi * 2
         while hi - lo > 1:
@@ -210,8 +214,7 @@ def reference_baselines(dm, kind: str = "graph_regression") -> dict[str, dict]:
     each feature set (:func:`farfield.train.stats.linear_score_baseline`)."""
     from farfield.train.stats import linear_score_baseline, mean_baseline, prior_baseline, ridge_baseline
     out = {}
-    y = {s: np.concatenate([g.y.double().numpy() for g in gs]) if gs else np.zeros((0, 1))
-         for s, gs in (("train", dm.train), ("val", dm.val), ("test", dm.test))}
+    y = dm.split_targets()                       # streamed: no edges built, no lazy store held in memory
     regression = kind in REGRESSION
     if regression:
         out["mean"] = mean_baseline(y["train"], y["test"])
@@ -251,7 +254,8 @@ def _train_one(cfg_dict: dict) -> dict:
 
 def _worker(tasks, results) -> None:
     """A study worker process: one thread, runs until it gets None; SIGINT is left to the parent, which
-    forwards SIGTERM (Lightning then stops at the next batch boundary)."""
+    forwards SIGTERM (Lightning then stops at the next batch boundary). Messages to the parent:
+    ``("start", i, None)`` when run i begins, ``("done", i, (result, error, wall seconds))`` when it ends."""
     import torch
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
@@ -260,13 +264,49 @@ def _worker(tasks, results) -> None:
         if job is None:
             return
         i, cfg_dict = job
+        results.put(("start", i, None))
+        t = time.perf_counter()
         try:
-            results.put((i, _train_one(cfg_dict), None))
+            results.put(("done", i, (_train_one(cfg_dict), None, time.perf_counter() - t)))
         except Interrupted:
-            results.put((i, None, "interrupted"))
+            results.put(("done", i, (None, "interrupted", time.perf_counter() - t)))
             return
         except Exception as e:  # noqa: BLE001 - a failed run is reported, the others go on
-            results.put((i, None, f"{type(e).__name__}: {e}"))
+            results.put(("done", i, (None, f"{type(e).__name__}: {e}", time.perf_counter() - t)))
+
+
+def execution_order(runs: list[RunSpec], pending: list[int]) -> list[int]:
+    """``pending`` interleaved across arms: seed 0 of every arm, then seed 1, ... (split seeds likewise), so
+    that the first finished runs measure every arm's cost and the ETA is not fitted on the cheapest arm alone.
+    Results do not depend on the order (each run is independent and keyed by its config)."""
+    arm = {}
+    for i in pending:
+        arm.setdefault((runs[i].backbone, runs[i].label), len(arm))
+    return sorted(pending, key=lambda i: (runs[i].split_seed, runs[i].seed, arm[(runs[i].backbone, runs[i].label)]))
+
+
+def estimate_remaining(remaining: list[str], durations: dict[str, list[float]], running: dict[str, float],
+                       workers: int) -> tuple[float, int]:
+    """Seconds until the study ends: the wall time still needed by every unfinished run, divided over the
+    workers. Each run is costed at the mean wall time of the finished runs of its arm (``durations``: arm ->
+    seconds; these are measured on this machine under its current load, so a busier machine gives a longer
+    ETA); an arm with no finished run yet is costed at the largest arm mean measured so far (an honest upper
+    guess, not the cheapest arm). ``remaining``: the arm of every run not finished (running ones included);
+    ``running``: arm -> seconds already spent, summed over the runs in flight (credited up to 95% of their
+    estimate). Returns (seconds, number of arms not measured yet); NaN seconds before any run has finished."""
+    means = {a: float(np.mean(v)) for a, v in durations.items() if v}
+    if not means:
+        return float("nan"), len(set(remaining))
+    fallback = max(means.values())
+    cost = lambda a: means.get(a, fallback)
+    work = sum(cost(a) for a in remaining)
+    work -= sum(min(t, 0.95 * cost(a) * _count(remaining, a)) for a, t in running.items())
+    lanes = max(1, min(workers, len(remaining)))
+    return max(work, 0.0) / lanes, len({a for a in remaining if a not in means})
+
+
+def _count(items, x) -> int:
+    return sum(1 for y in items if y == x)
 
 
 class _Signals:
@@ -289,24 +329,38 @@ class _Signals:
 
 
 def _execute(runs: list[RunSpec], workers: int, log, quiet: bool) -> tuple[dict, dict]:
-    """Train every unfinished run; returns (index -> result, index -> error message)."""
-    pending = [i for i, r in enumerate(runs) if not r.finished]
+    """Train every unfinished run (interleaved across arms, :func:`execution_order`); returns (index -> result,
+    index -> error message). Progress lines carry an ETA from :func:`estimate_remaining`."""
+    pending = execution_order(runs, [i for i, r in enumerate(runs) if not r.finished])
     results, errors = {}, {}
     for i, r in enumerate(runs):
         if r.finished:
             results[i] = json.loads((Path(r.cfg.run.out) / "metrics.json").read_text())
     t0, n_done = time.perf_counter(), 0
+    arm = lambda i: f"{runs[i].backbone}/{runs[i].label}"
+    durations: dict[str, list[float]] = {}
+    started: dict[int, float] = {}
+    left = set(pending)
+    several_splits = len(set(x.split_seed for x in runs)) > 1
 
-    def report(i, what):
+    def report(i, what, wall):
         nonlocal n_done
         n_done += 1
-        elapsed = time.perf_counter() - t0
-        eta = elapsed / n_done * (len(pending) - n_done)
-        if not quiet:
-            r = runs[i]
-            print(f"[study] {n_done}/{len(pending)} trained ({len(runs)} runs, {len(runs) - len(pending)} reused): "
-                  f"{r.backbone} + {r.label}, seed {r.seed}{'' if len(set(x.split_seed for x in runs)) == 1 else f', split {r.split_seed}'}"
-                  f" {what}; elapsed {_fmt(elapsed)}, ETA {_fmt(eta)}", file=log, flush=True)
+        left.discard(i)
+        started.pop(i, None)
+        durations.setdefault(arm(i), []).append(wall)
+        if quiet:
+            return
+        now = time.perf_counter()
+        running: dict[str, float] = {}
+        for j, t in started.items():
+            running[arm(j)] = running.get(arm(j), 0.0) + now - t
+        eta, unmeasured = estimate_remaining([arm(j) for j in left], durations, running, max(workers, 1))
+        note = f" ({unmeasured} arm{'s' if unmeasured != 1 else ''} not timed yet)" if unmeasured and left else ""
+        r = runs[i]
+        print(f"[study] {n_done}/{len(pending)} trained ({len(runs)} runs, {len(runs) - len(pending)} reused): "
+              f"{r.backbone} + {r.label}, seed {r.seed}{f', split {r.split_seed}' if several_splits else ''}"
+              f" {what} in {_fmt(wall)}; elapsed {_fmt(now - t0)}, ETA {_fmt(eta)}{note}", file=log, flush=True)
 
     if not quiet and len(pending) < len(runs):
         print(f"[study] {len(runs) - len(pending)} of {len(runs)} runs already finished with the same config: reused",
@@ -315,14 +369,15 @@ def _execute(runs: list[RunSpec], workers: int, log, quiet: bool) -> tuple[dict,
         return results, errors
     if workers == 0:
         for i in pending:
+            started[i] = t = time.perf_counter()
             try:
                 results[i] = _train_one(runs[i].cfg.to_dict())
-                report(i, "done")
+                report(i, "done", time.perf_counter() - t)
             except Interrupted:
                 raise
             except Exception as e:  # noqa: BLE001
                 errors[i] = f"{type(e).__name__}: {e}"
-                report(i, f"FAILED ({errors[i]})")
+                report(i, f"FAILED ({errors[i]})", time.perf_counter() - t)
         return results, errors
 
     import multiprocessing as mp
@@ -340,18 +395,22 @@ def _execute(runs: list[RunSpec], workers: int, log, quiet: bool) -> tuple[dict,
     try:
         while received < len(pending):
             try:
-                i, res, err = out_q.get(timeout=1.0)
+                kind, i, payload = out_q.get(timeout=1.0)
             except queue.Empty:                  # check that the workers are alive
                 if not any(p.is_alive() for p in procs) and out_q.empty():
                     raise RuntimeError("study workers exited unexpectedly") from None
                 continue
+            if kind == "start":
+                started[i] = time.perf_counter()
+                continue
             received += 1
+            res, err, wall = payload
             if err is None:
                 results[i] = res
-                report(i, "done")
+                report(i, "done", wall)
             else:
                 errors[i] = err
-                report(i, f"FAILED ({err})")
+                report(i, f"FAILED ({err})", wall)
     except (Interrupted, KeyboardInterrupt):
         for p in procs:
             if p.is_alive():
@@ -374,13 +433,18 @@ def run_study(study: Study, quiet: bool = False, log=None) -> dict:
     out = Path(study.out)
     out.mkdir(parents=True, exist_ok=True)
     with _Signals():
-        baselines, wide, counts = {}, {}, {}
+        baselines, wide, counts, split_source = {}, {}, {}, "seeded"
         for split in study.split_seeds:
             base = replace(study.base, data=replace(study.base.data, split_seed=int(split)))
             from farfield.train.data import GraphDataModule
             dm = GraphDataModule(base.data, base.data.edges, seed=0, standardize=base.task.standardize)
             dm.setup()
+            if len(study.split_seeds) > 1 and getattr(dm, "split_source", "seeded") == "official":
+                raise ConfigError(f"study: --split-seeds {' '.join(map(str, study.split_seeds))} on "
+                                  f"{study.base.data.dataset!r}, which has its own (official) split: every split "
+                                  "seed would train the same runs and pair them as independent; use one split seed")
             baselines[str(int(split))] = reference_baselines(dm, _task_kind(base))
+            split_source = getattr(dm, "split_source", "seeded")
             if study.param_matched and not wide and "none" in study.strategies and len(study.strategies) > 1:
                 wide, counts = matched_width(study, dm.input_spec, _longest_distance(dm), bool(getattr(dm, "pair", False)))
         runs = study.runs(wide)
@@ -391,6 +455,7 @@ def run_study(study: Study, quiet: bool = False, log=None) -> dict:
             rows.append({"backbone": r.backbone, "strategy": r.label, "seed": r.seed, "split_seed": r.split_seed,
                          "run_dir": r.cfg.run.out, **results[i]})
     summary = summarize(rows, study, baselines)
+    summary["split"] = split_source
     summary["failed"] = [{"backbone": runs[i].backbone, "strategy": runs[i].label, "seed": runs[i].seed,
                           "error": e} for i, e in errors.items()]
     summary["param_matching"] = {b: {**wide.get(b, {}), **counts.get(b, {})} for b in wide}
@@ -457,7 +522,11 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
     if not rows:
         raise ConfigError("study: no run finished; nothing to summarise")
     from farfield.datasets import dataset_info
-    key, mode = _metric_key(rows, (dataset_info(study.base.data.dataset).get("task") or {}).get("monitor"))
+    # compare on the metric the runs selected their checkpoints on (task.monitor as resolved for the runs)
+    monitors = {r.get("monitor") for r in rows if r.get("monitor")}
+    preferred = monitors.pop() if len(monitors) == 1 else \
+        (study.base.task.monitor or (dataset_info(study.base.data.dataset).get("task") or {}).get("monitor"))
+    key, mode = _metric_key(rows, preferred)
     metric = key.split("/", 1)[1]
     out = {"metric": key, "better": "lower" if mode == "min" else "higher", "units": _units(study), "groups": [],
            "baselines": baselines or {}, "split_seeds": list(study.split_seeds), "seeds": study.seeds}
@@ -483,10 +552,12 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
                  "peak_rss_mb": float(np.max([r["peak_rss_mb"] or np.nan for r in rs])),
                  "epochs": int(max(r["epochs"] for r in rs)),
                  "converged": sum(1 for c in conv if c.get("converged")),
+                 # runs long enough to judge (convergence needs >= 5 validated epochs)
+                 "assessable": sum(1 for c in conv if c.get("converged") is not None),
                  "max_rel_change_last20": float(np.nanmax([c.get("rel_change", np.nan) for c in conv] + [np.nan]))
                  if any(np.isfinite(c.get("rel_change", np.nan)) for c in conv) else float("nan")}
             if len(study.split_seeds) > 1:
-                g["variance"] = variance_components(vals, [r["split_seed"] for r in rs], [r["seed"] for r in rs])
+                g["variance"] = variance_components(vals, [r["split_seed"] for r in rs])
             out["groups"].append(g)
     for ref in ("none", WIDE):
         tag = "vs_none" if ref == "none" else "vs_wide"
@@ -511,12 +582,19 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
                 if g["backbone"] == b and none is not None and none["mean"]:
                     g["change_vs_none_pct"] = 100 * (g["mean"] - none["mean"]) / abs(none["mean"])
     # position between "knows nothing" (mean predictor) and "knows everything within the cutoff" (oracle)
+    # per split seed (each split has its own baselines), then averaged over the split seeds
     if baselines and metric == "mae":
-        split0 = next(iter(baselines.values()))
-        if "mean" in split0 and "cutoff_oracle" in split0:
-            lo, hi = split0["mean"]["mae"], split0["cutoff_oracle"]["mae"]
-            for g in out["groups"]:
-                g["oracle_fraction"] = (lo - g["mean"]) / (lo - hi) if lo != hi else float("nan")
+        for g in out["groups"]:
+            fractions = []
+            for split, bl in baselines.items():
+                if "mean" not in bl or "cutoff_oracle" not in bl:
+                    continue
+                lo, hi = bl["mean"]["mae"], bl["cutoff_oracle"]["mae"]
+                vals = [v for k, v in g["values"].items() if k.split("/", 1)[0] == str(split)]
+                if vals and lo != hi:
+                    fractions.append((lo - float(np.mean(vals))) / (lo - hi))
+            if fractions:
+                g["oracle_fraction"] = float(np.mean(fractions))
     # per sequence-identity cut-off (DeepFRI test sets): mean over seeds of the study metric
     by_id = {}
     for (b, label), rs in by.items():
@@ -527,11 +605,26 @@ def summarize(rows: list[dict], study: Study, baselines: dict | None = None) -> 
                 else float("nan")} for c in per[0]}
     if by_id:
         out["by_identity"] = by_id
+    # per target of a multi-target regression (the pooled metric averages targets in different units)
+    by_target = {}
+    for (b, label), rs in by.items():
+        per = [r["test_by_target"] for r in rs if r.get("test_by_target")]
+        if per:
+            by_target[f"{b} + {label}"] = {t: {m: _mean_sd([p[t][m] for p in per if t in p]) for m in ("mae", "rmse")}
+                                            for t in per[0]}
+    if by_target:
+        out["by_target"] = by_target
     out["wall_time_warning"] = [f"{g['backbone']} + {g['strategy']}: seconds per epoch vary {g['sec_per_epoch_range'][0]:.2f}"
                                 f"-{g['sec_per_epoch_range'][1]:.2f} across seeds"
                                 for g in out["groups"] if g.get("sec_per_epoch_range") and
                                 g["sec_per_epoch_range"][0] > 0 and g["sec_per_epoch_range"][1] / g["sec_per_epoch_range"][0] > 1.5]
     return out
+
+
+def _mean_sd(values) -> dict:
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    return {"mean": float(v.mean()) if len(v) else float("nan"),
+            "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"), "n": int(len(v))}
 
 
 def _digits(summary: dict | None) -> int:
@@ -564,7 +657,7 @@ def format_table(summary: dict) -> str:
         sd = f"{g['std']:.{nd}f}" if math.isfinite(g["std"]) else "n/a"
         lines.append(f"| {g['backbone']} | {g['strategy']} | {g['mean']:.{nd}f} +- {sd} ({g['n']}) | {vs_none} | {vs_wide} "
                      f"| {g['params']:,} | {g['sec_per_epoch']:.2f} ({g['cpu_sec_per_epoch']:.2f}) "
-                     f"| {g['converged']}/{g['n']} |")
+                     f"| {_converged_cell(g)} |")
     bl = summary.get("baselines") or {}
     if bl:
         first = next(iter(bl))
@@ -581,10 +674,23 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _assessable(g: dict) -> int:
+    """Runs of a group whose convergence can be judged (summaries written before this count had all of them)."""
+    return int(g.get("assessable", g["n"]))
+
+
+def _converged_cell(g: dict) -> str:
+    """``converged/assessable``, with the runs too short to judge named; ``n/a`` when none can be judged."""
+    a = _assessable(g)
+    if a == 0:
+        return "n/a (< 5 epochs)"
+    return f"{g['converged']}/{a}" + (f" ({g['n'] - a} too short)" if a < g["n"] else "")
+
+
 def write_outputs(out: Path, rows: list[dict], summary: dict, study: Study) -> None:
     flat = []
     for r in rows:
-        f = {k: v for k, v in r.items() if k not in ("curve", "params", "convergence")}
+        f = {k: v for k, v in r.items() if k not in ("curve", "params", "convergence", "test_by_target")}
         f.update({"params": r["params"]["total"], "long_range_params": r["params"]["long_range"],
                   "converged": (r.get("convergence") or {}).get("converged"),
                   "rel_change_last20": (r.get("convergence") or {}).get("rel_change")})
@@ -605,12 +711,14 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, study: Study) -> N
 def report_markdown(summary: dict, study: Study) -> str:
     d, o = study.base.data, study.base.optim
     groups = summary["groups"]
-    unconverged = [f"{g['backbone']} + {g['strategy']} ({g['n'] - g['converged']} of {g['n']})" for g in groups
-                   if g["converged"] < g["n"]]
+    unconverged = [f"{g['backbone']} + {g['strategy']} ({_assessable(g) - g['converged']} of {_assessable(g)})"
+                   for g in groups if g["converged"] < _assessable(g)]
     lines = [
         "# farfield study", "",
-        f"Dataset `{d.dataset}` (target `{d.target}`, edges `{d.edges}`, split {list(d.split)} with split seed(s) "
-        f"{list(study.split_seeds)}); backbones {list(study.backbones)}; {study.seeds} seeds per strategy; "
+        f"Dataset `{d.dataset}` (target `{d.target}`, edges `{d.edges}`, "
+        + ("the dataset's official split" if summary.get("split") == "official" else
+           f"split {list(d.split)} with split seed(s) {list(study.split_seeds)}")
+        + f"); backbones {list(study.backbones)}; {study.seeds} seeds per strategy; "
         f"{o.epochs} epochs, lr {o.lr}, {o.scheduler} schedule, batch {d.batch_size}.", "",
         f"Metric: `{summary['metric']}`{' in ' + summary['units'] if summary.get('units') else ''} on the test split at "
         f"the best validation checkpoint ({summary['better']} is better).",
@@ -652,6 +760,17 @@ def report_markdown(summary: dict, study: Study) -> str:
         for label, per in ident.items():
             lines.append(f"| {label} | " + " | ".join(f"{per[c]['mean']:.4f}" if math.isfinite(per[c]["mean"])
                                                       else "n/a" for c in cut) + " |")
+        lines.append("")
+    per_target = summary.get("by_target")
+    if per_target:
+        targets = list(next(iter(per_target.values())))
+        lines += [f"Test MAE **per target** (mean +- sd over seeds). The headline `{summary['metric']}` averages the "
+                  f"{len(targets)} targets' errors, which may be in different units; read these instead:", "",
+                  "| backbone + strategy | " + " | ".join(f"`{t}`" for t in targets) + " |",
+                  "|---" * (len(targets) + 1) + "|"]
+        for label, per in per_target.items():
+            lines.append(f"| {label} | " + " | ".join(
+                f"{per[t]['mae']['mean']:.4g} +- {per[t]['mae']['sd']:.2g}" if t in per else "-" for t in targets) + " |")
         lines.append("")
     if any("variance" in g for g in groups):
         lines += ["| strategy | seed sd | split sd |", "|---|---|---|"]
