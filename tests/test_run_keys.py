@@ -41,7 +41,7 @@ def test_a_changed_data_file_gets_a_new_run_key_and_is_never_resumed(tmp_path):
     arrays["potential"][0] += 1.0
     np.savez_compressed(data, **arrays)
     from farfield.datasets import identity
-    identity._fingerprint.cache_clear()
+    identity.clear_cache()
     assert run_data_identity(cfg) != ident and config_hash(cfg) != key
     with pytest.raises(ConfigError, match="trained on other data"):
         train(cfg, quiet=True)
@@ -55,10 +55,10 @@ def test_path_identity_follows_content_not_timestamps(tmp_path):
     (d / "a.csv").write_text("id,y\n1abc,0.5\n")
     first = path_identity(d)
     os.utime(d / "a.csv", (1, 1))
-    identity._fingerprint.cache_clear()
+    identity.clear_cache()
     assert path_identity(d) == first                      # touched, same content: same identity
     (d / "a.csv").write_text("id,y\n1abc,0.7\n")          # same size, other content
-    identity._fingerprint.cache_clear()
+    identity.clear_cache()
     assert path_identity(d) != first
     assert path_identity(tmp_path / "nothing") == "missing"
 
@@ -197,3 +197,32 @@ def test_study_report_has_a_per_target_table():
     assert summary["by_target"]["schnet + none"]["alpha"]["mae"]["mean"] == pytest.approx(10.0)
     md = report_markdown(summary, st)
     assert "per target" in md and "`mu`" in md and "`alpha`" in md
+
+
+def test_a_run_directory_written_with_an_older_key_is_refused(tmp_path):
+    """A run directory from before run keys carried the data's identity (no data_identity file, another stored
+    hash) is not returned or resumed on data that may have changed."""
+    import json
+
+    import yaml
+    cfg = apply_overrides(TrainConfig(), [*TINY, f"run.out={tmp_path / 'old'}"])
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    (out / "config_hash").write_text("0123456789\n")
+    (out / "metrics.json").write_text(json.dumps({"test/mae": 123.0}))
+    with pytest.raises(ConfigError, match="earlier farfield"):
+        train(cfg, quiet=True)
+
+
+def test_identity_covers_loader_options_that_name_files_and_the_loader_version(tmp_path, monkeypatch):
+    from farfield.datasets import DATASETS, identity
+    from farfield.datasets.identity import data_identity
+    csv = tmp_path / "labels.csv"
+    csv.write_text("id,y\n1abc,0.5\n")
+    monkeypatch.setitem(DATASETS, "toy", lambda path=None, **kw: [])
+    first = data_identity("toy", None, {"csv": str(csv), "workers": 2})
+    csv.write_text("id,y\n1abc,0.7\n")
+    identity.clear_cache()
+    assert data_identity("toy", None, {"csv": str(csv), "workers": 2}) != first
+    assert data_identity("psr", None, {}).startswith("v2")           # featurisation version of the ATOM3D loaders

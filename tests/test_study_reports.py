@@ -132,20 +132,23 @@ def test_noisy_nodes_arms_keep_auto_task_settings(tmp_path):
 def test_eta_costs_each_arm_at_its_own_measured_time():
     from farfield.train.study import estimate_remaining
     # 2 workers; 'none' runs took 60 s, 'ewald' runs 150 s; 3 none and 4 ewald left, nothing running
-    eta, unmeasured = estimate_remaining(["none"] * 3 + ["ewald"] * 4, {"none": [50, 70], "ewald": [150]}, {}, 2)
+    eta, unmeasured = estimate_remaining(["none"] * 3 + ["ewald"] * 4, {"none": [50, 70], "ewald": [150]}, [], 2)
     assert eta == pytest.approx((3 * 60 + 4 * 150) / 2) and unmeasured == 0
     # an arm not timed yet is costed at the dearest measured arm, not the cheapest, and is counted
-    eta, unmeasured = estimate_remaining(["none", "random"], {"none": [60], "ewald": [150]}, {}, 2)
+    eta, unmeasured = estimate_remaining(["none", "random"], {"none": [60], "ewald": [150]}, [], 2)
     assert eta == pytest.approx((60 + 150) / 2) and unmeasured == 1
     # time already spent by runs in flight is credited (at most 95% of their estimate)
-    eta, _ = estimate_remaining(["ewald", "ewald"], {"ewald": [100]}, {"ewald": 80.0}, 2)
+    eta, _ = estimate_remaining(["ewald", "ewald"], {"ewald": [100]}, [("ewald", 80.0)], 2)
     assert eta == pytest.approx((200 - 80) / 2)
-    eta, _ = estimate_remaining(["ewald"], {"ewald": [100]}, {"ewald": 500.0}, 2)
+    eta, _ = estimate_remaining(["ewald"], {"ewald": [100]}, [("ewald", 500.0)], 2)
     assert eta == pytest.approx(5.0)
+    # each run in flight is credited against its own estimate, not its arm's remaining total
+    eta, _ = estimate_remaining(["a"] * 5, {"a": [10]}, [("a", 30.0)], 1)
+    assert eta == pytest.approx(50 - 9.5)
     # fewer runs than workers: the runs, not the workers, bound the parallelism
-    eta, _ = estimate_remaining(["none"], {"none": [60]}, {}, 8)
+    eta, _ = estimate_remaining(["none"], {"none": [60]}, [], 8)
     assert eta == pytest.approx(60)
-    eta, unmeasured = estimate_remaining(["none"], {}, {}, 2)
+    eta, unmeasured = estimate_remaining(["none"], {}, [], 2)
     assert np.isnan(eta) and unmeasured == 1
 
 

@@ -25,7 +25,12 @@ from farfield.io.readers import read_structure
 from farfield.io.residues import ResidueView
 from farfield.io.structure import ReadOptions, Structure
 
-__all__ = ["FeaturiserConfig", "Featuriser", "LEVELS"]
+__all__ = ["FeaturiserConfig", "Featuriser", "LEVELS", "FEATURES_VERSION"]
+
+#: the version of what the featuriser computes from a structure, part of run keys of datasets that featurise
+#: structures on the fly (``info["version"]``); bump when the graphs change. 2: residue chain breaks by the
+#: peptide bond (C(i-1)-N(i) > 2.5 A), not CA-CA > 4.2 A.
+FEATURES_VERSION = 2
 
 LEVELS = ("atom", "residue")
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}

@@ -380,8 +380,9 @@ def _load(task: str, path, hydrogens: bool, target: str, options: dict, identity
         _close_open()
 
 
-#: bumped whenever the featurisation changes (part of the cache key)
-_VERSION = 1
+#: bumped whenever the featurisation changes (part of the cache key and, through ``info["version"]``, of run
+#: keys); 2: residue chain breaks by the peptide bond, not CA-CA
+_VERSION = 2
 
 
 # -------------------------------------------------------------------------------------------- PSR / RSR
@@ -415,9 +416,9 @@ psr.default_target, psr.units = "gdt_ts", {"gdt_ts": "", "gdt_ha": "", "rmsd": "
 #: GCN baselines, Townshend et al. 2021, sum node embeddings with ``global_add_pool`` before their MLP;
 #: ``task.pooling=sum`` reproduces that choice.)
 _MEAN = {"kind": "graph_regression", "num_outputs": 1, "pooling": "mean"}
-psr.info = {"provides_edges": False, "task": dict(_MEAN), "grouped": True}
+psr.info = {"provides_edges": False, "version": _VERSION, "task": dict(_MEAN), "grouped": True}
 rsr.default_target, rsr.units = "rms", {"rms": "A"}
-rsr.info = {"provides_edges": False, "task": dict(_MEAN), "grouped": True}
+rsr.info = {"provides_edges": False, "version": _VERSION, "task": dict(_MEAN), "grouped": True}
 
 
 # -------------------------------------------------------------------------------------------- MSP
@@ -438,7 +439,7 @@ def msp(path=None, *, hydrogens: bool = False, target: str | None = None, **opti
 
 
 msp.default_target, msp.units = "label", {"label": ""}
-msp.info = {"provides_edges": False, "task": {"kind": "binary", "num_outputs": 1, "pooling": "mean"}, "pair": True,
+msp.info = {"provides_edges": False, "version": _VERSION, "task": {"kind": "binary", "num_outputs": 1, "pooling": "mean"}, "pair": True,
             "component_field": COMPONENT}
 
 
@@ -460,4 +461,4 @@ def lba(path=None, *, hydrogens: bool = False, target: str | None = None, **opti
 
 
 lba.default_target, lba.units = "neglog_aff", {"neglog_aff": "-log10(M)"}
-lba.info = {"provides_edges": False, "task": dict(_MEAN)}
+lba.info = {"provides_edges": False, "version": _VERSION, "task": dict(_MEAN)}

@@ -559,7 +559,9 @@ def _node_labels(labels: LabelTable, rows: list[int], rv, path: Path, missing_la
     return y
 
 
-folder.info = {"provides_edges": False}
+from farfield.data.pipeline import FEATURES_VERSION  # noqa: E402
+
+folder.info = {"provides_edges": False, "version": FEATURES_VERSION}
 folder.units = {}
 folder.default_target = None
 folder.task_for = task_for

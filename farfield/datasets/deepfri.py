@@ -84,7 +84,8 @@ IDENTITY_CUTOFFS = (0.3, 0.4, 0.5, 0.7, 0.95)
 ONTOLOGIES = {"ec": ("EC", "EC-numbers"), "go-mf": ("GO", "molecular_function"),
               "go-bp": ("GO", "biological_process"), "go-cc": ("GO", "cellular_component")}
 SOURCE_URL = "https://github.com/flatironinstitute/DeepFRI/tree/master/preprocessing/data"
-_VERSION = "deepfri-1"            # part of the cache key; bump when the graphs change
+_VERSION = "deepfri-2"            # part of the cache key and run keys; bump when the graphs change (2: chain
+#                                   breaks by the peptide bond, not CA-CA)
 _CHAIN_RE = re.compile(r"^[0-9A-Za-z]{4}-[0-9A-Za-z]{1,4}$")
 _OPTIONS = ("structures", "download", "base_url", "fmt", "preset", "featuriser", "test_identity", "workers",
             "cache", "progress", "prefix")
@@ -389,7 +390,7 @@ def _make(dataset: str, n_classes: int, doc: str):
     loader.__name__ = loader.__qualname__ = dataset.replace("-", "_")
     loader.__doc__ = doc
     # function labels are properties of the protein, not sums over its residues: mean readout
-    loader.info = {"provides_edges": False, "task": {"kind": "multilabel", "num_outputs": n_classes,
+    loader.info = {"provides_edges": False, "version": _VERSION, "task": {"kind": "multilabel", "num_outputs": n_classes,
                                                      "monitor": "fmax", "pooling": "mean"}}
     loader.units = {dataset: ""}
     loader.default_target = dataset

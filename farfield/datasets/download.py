@@ -218,9 +218,20 @@ def download_file(url: str, target: str | Path, *, md5: str | None = None, size:
         urllib.error.URLError, OSError, http.client.HTTPException: the network failed (a part received so
             far is kept for the next try).
     """
+    from farfield.datasets.cache import entry_lock    # (cache imports this module)
     target = Path(target)
-    part = target.with_name(target.name + ".part")
     target.parent.mkdir(parents=True, exist_ok=True)
+    existed = target.is_file()
+    # one process at a time per file: two commands fetching the same file would otherwise interleave their
+    # writes to the part file (one from byte 0, one resuming), or append to a file already moved into place
+    with entry_lock(target.with_name(target.name + ".lock")):
+        if not existed and target.is_file():
+            return target                   # another process downloaded and verified it while this one waited
+        return _download_locked(url, target, md5, size, timeout, progress, validate)
+
+
+def _download_locked(url: str, target: Path, md5, size, timeout, progress, validate) -> Path:
+    part = target.with_name(target.name + ".part")
     have = part.stat().st_size if part.is_file() else 0
     if have and size is not None and have > size:      # longer than the file: not a piece of it
         part.unlink()

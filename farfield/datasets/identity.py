@@ -7,24 +7,27 @@ gives another identity, hence another run directory, instead of silently reusing
 
 * A loader may say who its data is (``loader.identity(path, **options) -> str``): the built-in benchmark gives
   the SHA-256 of its data file.
-* Otherwise a ``data.path`` file or folder is fingerprinted by :func:`path_identity`: every file's relative
-  path and size, and the content (SHA-256) of files up to :data:`WHOLE_FILE_BYTES`, of the first and last MiB
-  of larger ones, until :data:`CONTENT_BUDGET_BYTES` have been read; past that budget (a folder of tens of
-  thousands of structures) names and sizes alone. Modification times are not used, so a copied data folder
-  keeps its identity.
-* Data farfield downloads itself (``data.path`` unset) is checked against published MD5s when it is fetched and
-  gets the empty identity.
+* Otherwise ``data.path`` and every loader option that names an existing file or folder (a label CSV, a
+  structures folder, a split file) are fingerprinted by :func:`path_identity`: every file's relative path and
+  size; the content (SHA-256) of every file up to :data:`SMALL_FILE_BYTES`; and of larger files (whole up to
+  :data:`WHOLE_FILE_BYTES`, else their first and last MiB) until :data:`CONTENT_BUDGET_BYTES` have been read,
+  past which large files count by name and size alone (a folder of tens of thousands of structures).
+  Modification times are not part of the identity, so a copied data folder keeps it.
+* The loader's ``info["version"]`` (what its featurisation computes; bumped when graphs change) is part of the
+  identity, so a code change that alters the graphs of a cached or downloaded dataset gets new runs too.
+* Data farfield downloads itself (``data.path`` unset) is checked against published MD5s when it is fetched;
+  it is identified by the loader's version alone.
 
-Fingerprints are cached per process (a study computes each once).
+Fingerprints are cached per process on the tree's names, sizes and modification times, so an edit is seen.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["data_identity", "path_identity", "WHOLE_FILE_BYTES", "CONTENT_BUDGET_BYTES"]
+__all__ = ["data_identity", "path_identity", "clear_cache", "WHOLE_FILE_BYTES", "CONTENT_BUDGET_BYTES",
+           "SMALL_FILE_BYTES"]
 
 #: files up to this size are hashed whole; larger ones by their first and last MiB (plus the size)
 WHOLE_FILE_BYTES = 8 << 20
@@ -46,23 +49,43 @@ def _file_digest(path: Path, size: int, h) -> int:
         return 2 * _EDGE
 
 
-@functools.lru_cache(maxsize=64)
+#: files up to this size are always hashed whole, whatever the budget (labels, split files, configs)
+SMALL_FILE_BYTES = 1 << 20
+_CACHE: dict = {}
+
+
+def _files(p: Path) -> list[tuple[str, Path]]:
+    if p.is_file():
+        return [(p.name, p)]
+    return sorted((str(f.relative_to(p)), f) for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
+
+
 def _fingerprint(path: str) -> str:
     p = Path(path)
-    if p.is_file():
-        files = [(p.name, p)]
-    elif p.is_dir():
-        files = sorted((str(f.relative_to(p)), f) for f in p.rglob("*") if f.is_file() and not f.name.startswith("."))
-    else:
+    if not p.exists():
         return "missing"
+    files = _files(p)
+    stats = [(rel, f.stat()) for rel, f in files]
+    # cached on the tree's names, sizes and modification times: an edit after the first call is seen
+    sig = hashlib.sha256(repr([(rel, st.st_size, st.st_mtime_ns) for rel, st in stats]).encode()).hexdigest()
+    if _CACHE.get(path, (None,))[0] == sig:
+        return _CACHE[path][1]
     h = hashlib.sha256()
     budget = CONTENT_BUDGET_BYTES
-    for rel, f in files:
-        size = f.stat().st_size
-        h.update(f"{rel}\0{size}\0".encode())
-        if budget > 0:
-            budget -= _file_digest(f, size, h)
-    return h.hexdigest()[:16]
+    for (rel, f), (_, st) in zip(files, stats):
+        h.update(f"{rel}\0{st.st_size}\0".encode())
+        if st.st_size <= SMALL_FILE_BYTES:
+            _file_digest(f, st.st_size, h)          # small files always: an edited label file is always seen
+        elif budget > 0:
+            budget -= _file_digest(f, st.st_size, h)
+    out = h.hexdigest()[:16]
+    _CACHE[path] = (sig, out)
+    return out
+
+
+def clear_cache() -> None:
+    """Forget cached fingerprints."""
+    _CACHE.clear()
 
 
 def path_identity(path: str | os.PathLike) -> str:
@@ -79,6 +102,21 @@ def data_identity(dataset: str, path=None, options: dict | None = None) -> str:
         own = getattr(loader, "identity", None) if loader is not None else None
     except (ImportError, AttributeError):
         own = None
+    from farfield.datasets import dataset_info
+    version = dataset_info(dataset).get("version")
     if own is not None:
-        return str(own(path, **dict(options or {})))
-    return path_identity(path) if path is not None else ""
+        content = str(own(path, **dict(options or {})))
+    else:
+        paths = [path] + [v for v in (options or {}).values() if _is_path(v)]
+        content = "+".join(path_identity(p) for p in paths if p is not None)
+    return ":".join(str(x) for x in (f"v{version}" if version is not None else None, content) if x)
+
+
+def _is_path(v) -> bool:
+    """A loader option that names an existing file or folder (a label CSV, a structures folder, a split file)."""
+    if not isinstance(v, (str, os.PathLike)) or not str(v).strip() or len(str(v)) > 4096:
+        return False
+    try:
+        return Path(v).expanduser().exists()
+    except (OSError, ValueError):
+        return False

@@ -247,12 +247,13 @@ DATASET_INFO = {
     "peptides_func": {"task": {"kind": "multilabel", "num_outputs": 10, "monitor": "ap", "pooling": "mean"},
                       "num_outputs": 10, "metric": "ap", "loss": "bce_with_logits",
                       "provides_edges": True, "has_official_split": True, "uses_positions": False,
-                      "sizes": (10873, 2331, 2331)},
+                      "sizes": (10873, 2331, 2331), "version": FEATURISER_VERSION},
     "peptides_struct": {"task": {"kind": "graph_regression", "num_outputs": 11, "monitor": "mae",
                                  "pooling": "mean"},
                         "num_outputs": 11, "metric": "mae", "loss": "l1",
                         "provides_edges": True, "has_official_split": True, "uses_positions": False,
-                        "sizes": (10873, 2331, 2331)},
+                        "sizes": (10873, 2331, 2331), "version": FEATURISER_VERSION,
+                        "targets": list(STRUCT_TARGETS)},
 }
 
 

@@ -149,9 +149,14 @@ def _load_manifest(dest: Path) -> dict:
 
 
 def _save_manifest(dest: Path, manifest: dict) -> None:
-    tmp = dest / (_MANIFEST + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, dest / _MANIFEST)
+    """Merge ``manifest`` into the one on disk under a cross-process lock (another command may be fetching into
+    the same folder: its entries are kept), then write it atomically."""
+    from farfield.datasets.cache import entry_lock
+    with entry_lock(dest / (_MANIFEST + ".lock")):
+        merged = {**_load_manifest(dest), **manifest}
+        tmp = dest / (_MANIFEST + f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+        os.replace(tmp, dest / _MANIFEST)
 
 
 def _parses(target: Path):

@@ -126,6 +126,15 @@ def _check_same_config(out: Path, cfg: TrainConfig) -> None:
             raise ConfigError(f"run directory {out} holds a run of a different configuration ({diff}); use another "
                               "--out / run.out, or delete the directory to start over")
     stored = out / "data_identity"
+    if not stored.is_file() and (out / "config_hash").is_file() and path.is_file():
+        # a run directory from before data identities were recorded: its stored hash must match today's, which
+        # includes the data's identity (it differs for every run keyed by an earlier farfield, so such a directory
+        # is refused rather than resumed or reported on data that may have changed since)
+        was_hash = (out / "config_hash").read_text().strip()
+        if was_hash != config_hash(cfg):
+            raise ConfigError(f"run directory {out} holds a run keyed {was_hash}, not {config_hash(cfg)}: it was "
+                              "written by an earlier farfield (before run keys included the data's identity) or "
+                              "on other data; use another --out / run.out, or delete the directory to start over")
     if stored.is_file():
         was, now = stored.read_text().strip(), run_data_identity(cfg)
         if was != now:
@@ -466,8 +475,12 @@ def target_names(cfg: TrainConfig, k: int) -> list[str]:
         default = getattr(DATASETS[cfg.data.dataset], "default_target", None)
     except (ImportError, AttributeError, KeyError):
         pass
-    names = _target_names(cfg.data.target, default, dataset_info(cfg.data.dataset))
-    return list(names) if names and len(names) == k else [f"target {i}" for i in range(k)]
+    info = dataset_info(cfg.data.dataset)
+    names = _target_names(cfg.data.target, default, info)
+    if names and len(names) == k:
+        return list(names)
+    listed = list(info.get("targets") or [])          # every target of the dataset (e.g. Peptides-struct's 11)
+    return listed if len(listed) == k else [f"target {i}" for i in range(k)]
 
 
 def _by_target(cfg: TrainConfig, test: dict, k: int) -> dict:

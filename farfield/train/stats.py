@@ -118,8 +118,9 @@ def _ridge_fits(x_train, y_train, alphas):
         yield alpha, (lambda x, w=w: design(x) @ w + y_mu)
 
 
-#: ridge penalties tried by :func:`ridge_baseline` (the penalty on the squared weights, not scaled by n)
-RIDGE_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3)
+#: ridge penalties tried by :func:`ridge_baseline` (the penalty on the squared weights of standardised features,
+#: not scaled by the number of rows; wide enough that the default study's choices, 1e3 and 1e2, are inside it)
+RIDGE_ALPHAS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1e3, 1e4, 1e5)
 
 
 def ridge_baseline(x_train, y_train, x_val, y_val, x_test, y_test, alphas=RIDGE_ALPHAS) -> dict:

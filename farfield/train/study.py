@@ -285,28 +285,24 @@ def execution_order(runs: list[RunSpec], pending: list[int]) -> list[int]:
     return sorted(pending, key=lambda i: (runs[i].split_seed, runs[i].seed, arm[(runs[i].backbone, runs[i].label)]))
 
 
-def estimate_remaining(remaining: list[str], durations: dict[str, list[float]], running: dict[str, float],
+def estimate_remaining(remaining: list[str], durations: dict[str, list[float]], running: list[tuple[str, float]],
                        workers: int) -> tuple[float, int]:
     """Seconds until the study ends: the wall time still needed by every unfinished run, divided over the
     workers. Each run is costed at the mean wall time of the finished runs of its arm (``durations``: arm ->
     seconds; these are measured on this machine under its current load, so a busier machine gives a longer
     ETA); an arm with no finished run yet is costed at the largest arm mean measured so far (an honest upper
     guess, not the cheapest arm). ``remaining``: the arm of every run not finished (running ones included);
-    ``running``: arm -> seconds already spent, summed over the runs in flight (credited up to 95% of their
-    estimate). Returns (seconds, number of arms not measured yet); NaN seconds before any run has finished."""
+    ``running``: (arm, seconds already spent) of each run in flight, each credited up to 95% of its own
+    estimate. Returns (seconds, number of arms not measured yet); NaN seconds before any run has finished."""
     means = {a: float(np.mean(v)) for a, v in durations.items() if v}
     if not means:
         return float("nan"), len(set(remaining))
     fallback = max(means.values())
     cost = lambda a: means.get(a, fallback)
     work = sum(cost(a) for a in remaining)
-    work -= sum(min(t, 0.95 * cost(a) * _count(remaining, a)) for a, t in running.items())
+    work -= sum(min(t, 0.95 * cost(a)) for a, t in running)
     lanes = max(1, min(workers, len(remaining)))
     return max(work, 0.0) / lanes, len({a for a in remaining if a not in means})
-
-
-def _count(items, x) -> int:
-    return sum(1 for y in items if y == x)
 
 
 class _Signals:
@@ -352,9 +348,7 @@ def _execute(runs: list[RunSpec], workers: int, log, quiet: bool) -> tuple[dict,
         if quiet:
             return
         now = time.perf_counter()
-        running: dict[str, float] = {}
-        for j, t in started.items():
-            running[arm(j)] = running.get(arm(j), 0.0) + now - t
+        running = [(arm(j), now - t) for j, t in started.items()]
         eta, unmeasured = estimate_remaining([arm(j) for j in left], durations, running, max(workers, 1))
         note = f" ({unmeasured} arm{'s' if unmeasured != 1 else ''} not timed yet)" if unmeasured and left else ""
         r = runs[i]
