@@ -8,6 +8,7 @@ import hashlib
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -256,7 +257,13 @@ def test_the_target_never_exists_while_unverified(root, tmp_path):
             while not H.GatedHandler.half_sent.wait(0.05) and t.is_alive():
                 pass
             assert H.GatedHandler.half_sent.is_set(), result
-            assert not target.exists() and target.with_name("a.bin.part").exists()     # in the middle
+            # the client may still be reading headers when the server has sent half: wait for the part file
+            part = target.with_name("a.bin.part")
+            for _ in range(200):
+                if part.exists():
+                    break
+                time.sleep(0.025)
+            assert not target.exists() and part.exists()     # in the middle
         finally:
             H.GatedHandler.go_on.set()
             t.join(30)

@@ -8,9 +8,10 @@ import sys
 __all__ = ["add_commands", "DEFAULT_STUDY"]
 
 #: the default study: the built-in benchmark that isolates long-range geometry, its per-atom electrostatic
-#: potential (node-level: composition explains 7% of it, the exact within-cutoff potential 53%), SchNet (32 x 3,
+#: potential (node-level: composition explains 8% of it, the exact within-cutoff potential 53%), SchNet (32 x 3,
 #: 16 Gaussians) on a 5 A radius graph, 35 epochs with a cosine schedule, 5 seeds, the baseline, its
-#: parameter-matched widening and four mechanisms: about 17 minutes on a 2-core CPU (2 workers at one thread)
+#: parameter-matched widening and four mechanisms: about 17 minutes on an idle 2-core CPU (2 workers at one
+#: thread; longer on a busy machine)
 DEFAULT_STUDY = [
     "data.dataset=peptide_electrostatics", "data.target=potential", "task.kind=node_regression",
     "data.edges=radius:5.0", "data.batch_size=8", "data.split=[0.6, 0.2, 0.2]", "model.backbone=schnet",

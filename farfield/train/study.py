@@ -290,8 +290,8 @@ def estimate_remaining(remaining: list[str], durations: dict[str, list[float]], 
     """Seconds until the study ends: the wall time still needed by every unfinished run, divided over the
     workers. Each run is costed at the mean wall time of the finished runs of its arm (``durations``: arm ->
     seconds; these are measured on this machine under its current load, so a busier machine gives a longer
-    ETA); an arm with no finished run yet is costed at the largest arm mean measured so far (an honest upper
-    guess, not the cheapest arm). ``remaining``: the arm of every run not finished (running ones included);
+    ETA); an arm with no finished run yet is costed at the dearest arm measured so far (a guess, which the
+    progress line flags by counting the arms not timed yet; runs are interleaved so that this lasts one round). ``remaining``: the arm of every run not finished (running ones included);
     ``running``: (arm, seconds already spent) of each run in flight, each credited up to 95% of its own
     estimate. Returns (seconds, number of arms not measured yet); NaN seconds before any run has finished."""
     means = {a: float(np.mean(v)) for a, v in durations.items() if v}
