@@ -13,6 +13,7 @@ import lmdb
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import missing_data
 
 from farfield.datasets import lrgb
 from farfield.errors import InputError
@@ -182,6 +183,6 @@ def test_lrgb_split_pickle_of_arrays_and_lists(tmp_path, protocol):
 def test_lrgb_real_split_pickle(data_dir):
     path = data_dir / "lrgb/peptides-functional/splits_random_stratified_peptide.pickle"
     if not path.is_file():
-        pytest.skip(f"{path} is missing")
+        missing_data(f"{path} is missing (the official LRGB split file in the test data)")
     code = lrgb._read_split(path, 15535)
     assert np.bincount(code).tolist() == [10873, 2331, 2331]
