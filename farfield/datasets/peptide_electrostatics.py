@@ -42,6 +42,7 @@ so farfield ships the result (``farfield/datasets/data/peptide_electrostatics.np
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -552,7 +553,16 @@ def identity(path: Path | str | None = None, **options) -> str:
     """The data's identity for run keys (:func:`farfield.datasets.identity.data_identity`): the first 16 hex
     digits of the data file's SHA-256 (``'missing'`` without one), so a regenerated file gets new runs."""
     path = Path(path or DEFAULT_PATH)
-    return checksum(path)[:16] if path.is_file() else "missing"
+    if not path.is_file():
+        return "missing"
+    st = path.stat()
+    return _checksum_of(str(path.resolve()), st.st_size, st.st_mtime_ns)[:16]
+
+
+@functools.lru_cache(maxsize=16)
+def _checksum_of(path: str, size: int, mtime_ns: int) -> str:
+    """:func:`checksum`, computed once per (file, size, modification time): run keys ask for it per run."""
+    return checksum(path)
 
 
 peptide_electrostatics.identity = identity
