@@ -327,7 +327,7 @@ def test_go_study_end_to_end_gvp_with_and_without_random_edges(tmp_path, sample_
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["metric"] == "test/fmax" and summary["better"] == "higher"
-    arms = {g["strategy"]: g for g in summary["groups"]}
+    arms = {g["arm"]: g for g in summary["groups"]}
     assert set(arms) == {"none", "none-wide", "random"} and all(g["n"] == 2 for g in arms.values())
     assert arms["random"]["params"] <= arms["none-wide"]["params"]
     base = next(iter(summary["baselines"].values()))
@@ -342,5 +342,5 @@ def test_go_study_end_to_end_gvp_with_and_without_random_edges(tmp_path, sample_
     # every test chain is below 95% identity: that column reproduces the run's test metrics, also for the
     # random-edge arm (predictions come from the test loader, with its fixed draw of random edges)
     for r in runs:
-        assert r["test_by_identity"]["95%"]["fmax"] == pytest.approx(r["test/fmax"], abs=1e-6), r["strategy"]
+        assert r["test_by_identity"]["95%"]["fmax"] == pytest.approx(r["test/fmax"], abs=1e-6), r["arm"]
     assert summary["by_identity"]["gvp + none"]["95%"]["n"] == 2 and "by sequence identity" in report

@@ -204,7 +204,7 @@ def test_card_and_study_use_the_same_ridge_fit(data, stats):
     from farfield.cli.study import DEFAULT_STUDY
     from farfield.train.config import TrainConfig, apply_overrides
     from farfield.train.data import GraphDataModule
-    from farfield.train.study import reference_baselines
+    from farfield.study import reference_baselines
     if PATH != pe.DEFAULT_PATH:
         pytest.skip("checks the shipped file through the registered loader")
     cfg = apply_overrides(TrainConfig(), DEFAULT_STUDY)            # the default study's split (0.6/0.2/0.2, seed 0)

@@ -14,7 +14,8 @@ from farfield.datasets.identity import path_identity
 from farfield.errors import ConfigError
 from farfield.train.config import TrainConfig, apply_overrides, load_config
 from farfield.train.run import config_hash, run_data_identity, train
-from farfield.train.study import Study, format_table, matched_width, summarize, _longest_distance
+from farfield.study import Study, format_table, matched_width, summarize
+from farfield.study.baselines import longest_distance as _longest_distance
 
 TINY = ["data.target=potential", "task.kind=node_regression", "data.limit=24", "data.split=[0.5, 0.25, 0.25]",
         "optim.epochs=1",
@@ -73,11 +74,11 @@ def dm():
 
 
 def test_parameter_matching_uses_the_arms_own_long_range_options(tmp_path, dm):
-    from farfield.train.study import _total_params
+    from farfield.study import total_params as _total_params
     base = load_config(None, [*TINY, "model.long_range=neural_atoms", "model.long_range_options={num_atoms: 64}"])
     st = Study(base, strategies=("none", "neural_atoms"), seeds=1, out=str(tmp_path))
     wide, counts = matched_width(st, dm.input_spec, _longest_distance(dm))
-    arm = next(r for r in st.runs(wide) if r.label == "neural_atoms")
+    arm = next(r for r in st.runs(wide) if r.arm == "neural_atoms")
     assert arm.cfg.model.long_range_options == {"num_atoms": 64}
     trained = _total_params(arm.cfg, dm.input_spec, _longest_distance(dm))
     assert counts["schnet"]["target"] == trained            # matched against the model that trains
@@ -93,7 +94,7 @@ def test_parameter_matching_with_noisy_nodes_arms(tmp_path, dm):
 
 def test_runs_too_short_to_judge_convergence_are_not_called_still_improving(tmp_path):
     st = Study(load_config(None, TINY), strategies=("none", "ewald"), seeds=2, out=str(tmp_path), param_matched=False)
-    rows = [{"backbone": "schnet", "strategy": s, "seed": k, "split_seed": 0, "test/mae": 1.0 + k + (s == "ewald"),
+    rows = [{"backbone": "schnet", "arm": s, "seed": k, "split_seed": 0, "test/mae": 1.0 + k + (s == "ewald"),
              "params": {"total": 10, "long_range": 0}, "sec_per_epoch": 1.0, "cpu_sec_per_epoch": 1.0,
              "graphs_per_sec": 1.0, "peak_rss_mb": 1.0, "epochs": 3, "curve": [],
              "convergence": {"rel_change": float("nan"), "converged": None, "epochs": 3}} for s in ("none", "ewald")
@@ -101,12 +102,12 @@ def test_runs_too_short_to_judge_convergence_are_not_called_still_improving(tmp_
     summary = summarize(rows, st)
     table = format_table(summary)
     assert "n/a (< 5 epochs)" in table and "0/2" not in table
-    from farfield.train.study import report_markdown
+    from farfield.study import report_markdown
     assert "Still improving" not in report_markdown(summary, st)
 
 
 def _row(s, seed, split=0, **metrics):
-    return {"backbone": "schnet", "strategy": s, "seed": seed, "split_seed": split, **metrics,
+    return {"backbone": "schnet", "arm": s, "seed": seed, "split_seed": split, **metrics,
             "params": {"total": 10, "long_range": 0}, "sec_per_epoch": 1.0, "cpu_sec_per_epoch": 1.0,
             "graphs_per_sec": 1.0, "peak_rss_mb": 1.0, "epochs": 10, "curve": []}
 
@@ -132,7 +133,7 @@ def test_oracle_fraction_uses_each_split_seeds_own_baselines():
 def test_split_seeds_on_a_dataset_with_its_own_split_are_refused(tmp_path, monkeypatch):
     from farfield.data import fields as F
     from farfield.datasets import DATASETS
-    from farfield.train.study import run_study
+    from farfield.study import run_study
     import torch
 
     def official(path=None, **kw):
@@ -188,7 +189,7 @@ def test_multi_target_regression_reports_each_target(tmp_path):
 
 
 def test_study_report_has_a_per_target_table():
-    from farfield.train.study import report_markdown
+    from farfield.study import report_markdown
     st = Study(load_config(None, TINY), strategies=("none", "ewald"), seeds=2, param_matched=False)
     rows = [_row(s, k, **{"test/mae": 5.0 + k, "test_by_target": {"mu": {"mae": 0.5 + k, "rmse": 1.0},
                                                                     "alpha": {"mae": 9.5 + k, "rmse": 12.0}}})

@@ -46,24 +46,24 @@ def test_holm_hand_computed():
 
 def test_study_never_flags_without_a_finite_corrected_p():
     from farfield.train.config import TrainConfig
-    from farfield.train.study import Study, summarize
+    from farfield.study import Study, summarize
 
     def row(s, seed, mae):
-        return {"backbone": "schnet", "strategy": s, "seed": seed, "split_seed": 0, "test/mae": mae,
+        return {"backbone": "schnet", "arm": s, "seed": seed, "split_seed": 0, "test/mae": mae,
                 "params": {"total": 10, "long_range": 0}, "sec_per_epoch": 1.0, "cpu_sec_per_epoch": 1.0,
                 "graphs_per_sec": 1.0, "peak_rss_mb": 1.0, "epochs": 10, "curve": []}
     study = Study(TrainConfig(), strategies=("none", "ewald"), seeds=3, param_matched=False)
     # a constant improvement: no variance, so no interval and no p-value; not flagged
     rows = [row("none", k, 10.0 + k) for k in range(3)] + [row("ewald", k, 9.0 + k) for k in range(3)]
-    g = summarize(rows, study)["groups"][1]["vs_none"]
+    g = summarize(rows, study)["groups"][1]["vs_control"]
     assert math.isnan(g["p_holm"]) and not g["better"]
     # one seed: nothing to test
     study1 = Study(TrainConfig(), strategies=("none", "ewald"), seeds=1, param_matched=False)
-    g = summarize([row("none", 0, 10.0), row("ewald", 0, 1.0)], study1)["groups"][1]["vs_none"]
+    g = summarize([row("none", 0, 10.0), row("ewald", 0, 1.0)], study1)["groups"][1]["vs_control"]
     assert math.isnan(g["p_value"]) and not g["better"]
     # a clear, noisy improvement is flagged
     rows = [row("none", k, 10.0 + k) for k in range(3)] + [row("ewald", k, 5.0 + k + 0.1 * (-1) ** k) for k in range(3)]
-    g = summarize(rows, study)["groups"][1]["vs_none"]
+    g = summarize(rows, study)["groups"][1]["vs_control"]
     assert g["better"] and g["p_holm"] < 0.05
 
 

@@ -10,7 +10,8 @@ import pytest
 from farfield.errors import ConfigError
 from farfield.train.config import load_config
 from farfield.train.stats import classification_metrics, linear_score_baseline, prior_baseline
-from farfield.train.study import Study, format_table, split_arm
+from farfield.study import Study, format_table
+from farfield.study.arms import split_noisy as split_arm
 
 
 def test_prior_baseline_scores_label_frequencies():
@@ -61,7 +62,7 @@ def test_noisy_nodes_arms_change_only_the_auxiliary_loss_weight(tmp_path):
     st = Study(_base(), backbones=("schnet",), strategies=("none", "none+noisy_nodes", "ewald+noisy_nodes"),
                seeds=2, out=str(tmp_path), param_matched=False, noisy_nodes=0.25)
     runs = st.runs()
-    assert [r.label for r in runs] == ["none", "none", "none+noisy_nodes", "none+noisy_nodes",
+    assert [r.arm for r in runs] == ["none", "none", "none+noisy_nodes", "none+noisy_nodes",
                                        "ewald+noisy_nodes", "ewald+noisy_nodes"]
     plain, noisy, ewald = runs[0].cfg, runs[2].cfg, runs[4].cfg
     assert plain.task.noisy_nodes == 0 and noisy.task.noisy_nodes == 0.25 and ewald.task.noisy_nodes == 0.25
@@ -78,7 +79,7 @@ def test_noisy_nodes_arms_change_only_the_auxiliary_loss_weight(tmp_path):
 
 
 def test_classification_table_shows_scores_to_four_decimals_and_the_baselines():
-    g = {"backbone": "gcn", "strategy": "none", "n": 3, "mean": 0.52345, "std": 0.01234, "params": 1000,
+    g = {"backbone": "gcn", "arm": "none", "n": 3, "mean": 0.52345, "std": 0.01234, "params": 1000,
          "sec_per_epoch": 1.0, "cpu_sec_per_epoch": 1.0, "converged": 3}
     summary = {"metric": "test/ap", "units": "", "groups": [g],
                "baselines": {"0": {"prior": {"ap": 0.18, "fmax": 0.5, "aupr": 0.46, "label": "label-frequency"},
@@ -130,7 +131,7 @@ def test_noisy_nodes_arms_keep_auto_task_settings(tmp_path):
 
 
 def test_eta_costs_each_arm_at_its_own_measured_time():
-    from farfield.train.study import estimate_remaining
+    from farfield.study import estimate_remaining
     # 2 workers; 'none' runs took 60 s, 'ewald' runs 150 s; 3 none and 4 ewald left, nothing running
     eta, unmeasured = estimate_remaining(["none"] * 3 + ["ewald"] * 4, {"none": [50, 70], "ewald": [150]}, [], 2)
     assert eta == pytest.approx((3 * 60 + 4 * 150) / 2) and unmeasured == 0
@@ -153,12 +154,12 @@ def test_eta_costs_each_arm_at_its_own_measured_time():
 
 
 def test_execution_interleaves_arms_by_seed(tmp_path):
-    from farfield.train.study import execution_order
+    from farfield.study import execution_order
     base = load_config(None, [])
     st = Study(base, strategies=("none", "random", "ewald"), seeds=3, out=str(tmp_path), param_matched=False)
     runs = st.runs()
     order = execution_order(runs, list(range(len(runs))))
-    first = [(runs[i].label, runs[i].seed) for i in order[:3]]
+    first = [(runs[i].arm, runs[i].seed) for i in order[:3]]
     assert first == [("none", 0), ("random", 0), ("ewald", 0)]
     assert sorted(order) == list(range(len(runs)))
     assert [runs[i].seed for i in order] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
@@ -169,7 +170,7 @@ def test_reference_baselines_stream_without_building_edges(monkeypatch):
     split is materialised."""
     import farfield.train.data as D
     from farfield.train.config import apply_overrides, TrainConfig
-    from farfield.train.study import reference_baselines
+    from farfield.study import reference_baselines
     cfg = apply_overrides(TrainConfig(), ["data.target=potential", "task.kind=node_regression", "data.limit=40"])
     dm = D.GraphDataModule(cfg.data, cfg.data.edges, seed=0, standardize=True)
     dm.setup()

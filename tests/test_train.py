@@ -153,9 +153,9 @@ def test_tiny_study_writes_report_and_skips_finished_runs(tmp_path, capsys):
             "--out", str(out), "--json"]
     assert main(args) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert [g["strategy"] for g in summary["groups"]] == ["none", "none-wide", "virtual_node"]
+    assert [g["arm"] for g in summary["groups"]] == ["none", "none-wide", "virtual_node"]
     vn, wide = summary["groups"][2], summary["groups"][1]
-    assert vn["n"] == 2 and "vs_none" in vn and "vs_wide" in vn and "p_holm" in vn["vs_none"]
+    assert vn["n"] == 2 and "vs_control" in vn and "vs_wide" in vn and "p_holm" in vn["vs_control"]
     assert wide["params"] >= vn["params"] > summary["groups"][0]["params"]      # parameter-matched baseline
     assert "mean" in summary["baselines"]["0"]
     for f in ("results.csv", "results.json", "report.md", "metric.png", "curves.png", "cost.png"):
@@ -385,7 +385,7 @@ def test_study_over_several_splits_separates_seed_and_split_variance(tmp_path, c
                  "--no-param-matched", "--workers", "0", "--out", str(tmp_path / "s"), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     g = summary["groups"][1]
-    assert g["n"] == 4 and g["vs_none"]["n"] == 4                    # paired by (split, seed)
+    assert g["n"] == 4 and g["vs_control"]["n"] == 4                    # paired by (split, seed)
     assert g["variance"]["splits"] == 2 and g["variance"]["seed_sd"] >= 0 and g["variance"]["split_sd"] >= 0
     assert set(summary["baselines"]) == {"0", "1"}
     assert "seed sd" in (tmp_path / "s" / "report.md").read_text()

@@ -55,11 +55,22 @@ def add_commands(sub) -> None:
     s.add_argument("--data-path", default=None, help="dataset file (data.path; default: the shipped one)")
     s.add_argument("--backbones", nargs="+", default=None, metavar="NAME", help="backbones (default: the config's)")
     s.add_argument("--strategies", nargs="+", default=None, metavar="NAME",
-                   help="long-range strategies; NAME+noisy_nodes adds an arm with the Noisy Nodes auxiliary task "
-                        "(e.g. none none+noisy_nodes)")
-    s.add_argument("--noisy-nodes", type=float, default=0.1, metavar="LAMBDA",
+                   help="long-range strategies, one arm each; NAME+noisy_nodes adds an arm with the Noisy Nodes "
+                        "auxiliary task (e.g. none none+noisy_nodes). Default: none random virtual_node neural_atoms "
+                        "ewald, or only none when --arm / --grid declare the arms")
+    s.add_argument("--arm", nargs="+", action="append", default=None, metavar="NAME_OR_KEY=VALUE",
+                   help="an arm: a name, then config overrides (repeatable), e.g. --arm r8 data.edges=radius:8.0")
+    s.add_argument("--grid", action="append", default=None, metavar="KEY=[LEVELS]",
+                   help="a factor of a factorial grid of arms (repeatable; all combinations): a dotted config key or "
+                        "a variable used by --template, with a YAML list of levels, e.g. --grid cutoff=[3,5,8] "
+                        "--grid max=[10,40] --template 'data.edges=radius:{cutoff},max={max}'")
+    s.add_argument("--template", action="append", default=None, metavar="KEY=PATTERN",
+                   help="an override built from the grid's variables with {name} placeholders (repeatable)")
+    s.add_argument("--control", default=None, metavar="NAME",
+                   help="the arm every other arm is compared with (default: none when present, else the first arm)")
+    s.add_argument("--noisy-nodes", type=float, default=None, metavar="LAMBDA",
                    help="loss weight of the Noisy Nodes auxiliary task in +noisy_nodes arms (default 0.1)")
-    s.add_argument("--seeds", type=int, default=5, help="seeds per combination (default 5)")
+    s.add_argument("--seeds", type=int, default=None, help="seeds per arm (default 5)")
     s.add_argument("--split-seeds", type=int, nargs="+", default=None, metavar="S",
                    help="split seeds (default: the config's data.split_seed); several separate seed and split variance")
     s.add_argument("--workers", type=int, default=None,
@@ -70,6 +81,8 @@ def add_commands(sub) -> None:
     s.add_argument("--epochs", type=int, default=None, help="epochs per run (optim.epochs)")
     s.add_argument("--limit", type=int, default=None, help="use only the first N samples (data.limit)")
     s.add_argument("--out", default="farfield_study", help="output directory (default ./farfield_study)")
+    s.add_argument("--no-diagnostics", action="store_true",
+                   help="leave out the report's diagnostics section (range measure and influence profile per arm)")
     s.add_argument("--json", action="store_true", help="print the summary as JSON")
     s.set_defaults(func=_cmd_study)
 
@@ -114,24 +127,91 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+#: keys of a study config file besides the training config's sections (top level or under ``study:``)
+STUDY_KEYS = ("arms", "grid", "template", "control", "strategies", "backbones", "seeds", "noisy_nodes")
+
+
+def load_study_config(path, overrides):
+    """(training config, study section) from a YAML file whose training sections may sit beside a ``study:``
+    mapping (or top-level ``arms:`` / ``grid:`` / ``template:`` / ``control:``), or from a plain training config."""
+    from pathlib import Path
+
+    import yaml
+
+    from farfield.errors import ConfigError, InputError
+    from farfield.train.config import TrainConfig, apply_overrides, load_config
+    d = None
+    if path is not None and Path(path).is_file():
+        try:
+            d = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError:
+            d = None                     # load_config reports it with the file's name
+    if not isinstance(d, dict) or not ({"study", *STUDY_KEYS} & set(d)):
+        return load_config(path, overrides), {}
+    sec = d.pop("study", None) or {}
+    if not isinstance(sec, dict):
+        raise InputError(str(path), f"its study section must be a mapping of {list(STUDY_KEYS)}, got {sec!r}")
+    for k in STUDY_KEYS:
+        if k in d:
+            if k in sec:
+                raise InputError(str(path), f"{k} is given both at the top level and under study:")
+            sec[k] = d.pop(k)
+    unknown = set(sec) - set(STUDY_KEYS)
+    if unknown:
+        raise InputError(str(path), f"unknown study keys {sorted(unknown)}; choose from {list(STUDY_KEYS)}")
+    try:
+        return apply_overrides(TrainConfig.from_dict(d), list(overrides)), sec
+    except ConfigError as e:
+        raise InputError(str(path), str(e)) from e
+
+
+def study_arms(args, sec: dict) -> tuple[list, bool]:
+    """The explicit arms of the command line and the study section: ``--arm``, ``arms:``, ``--grid`` /
+    ``grid:`` (with ``--template`` / ``template:``); returns (arms, whether any were declared)."""
+    from farfield.errors import ConfigError
+    from farfield.study.arms import arms_from_mapping, grid, parse_cli_arm, parse_grid_option
+    arms = arms_from_mapping(sec["arms"], "study arms") if sec.get("arms") is not None else []
+    arms += [parse_cli_arm(t) for t in args.arm or []]
+    factors = dict(sec.get("grid") or {})
+    if not isinstance(factors, dict):
+        raise ConfigError(f"study grid: must map factors to lists of levels, got {factors!r}")
+    for g in args.grid or []:
+        k, levels = parse_grid_option(g)
+        factors[k] = levels
+    template = dict(sec.get("template") or {})
+    for t in args.template or []:
+        k, eq, v = t.partition("=")
+        if not eq or not k:
+            raise ConfigError(f"--template {t!r}: use KEY=PATTERN, e.g. --template 'data.edges=radius:{{cutoff}}'")
+        template[k] = v
+    if template and not factors:
+        raise ConfigError("study: --template / template: needs --grid / grid: factors to fill it")
+    if factors:
+        arms += grid(factors, template)
+    return arms, bool(arms)
+
+
 def _cmd_study(args: argparse.Namespace) -> int:
     import os
 
-    from farfield.train.config import load_config
+    from farfield.study import DEFAULT_STRATEGIES, Study, format_table, run_study
     from farfield.train.run import Interrupted
-    from farfield.train.study import DEFAULT_STRATEGIES, Study, format_table, run_study
 
     _split_config(args)
     over = ([] if args.config else _default_study(args)) + list(args.overrides) + _flag_overrides(
         args, {"dataset": "data.dataset", "data_path": "data.path", "epochs": "optim.epochs", "limit": "data.limit"})
-    base = load_config(args.config, over)
+    base, sec = load_study_config(args.config, over)
+    arms, declared = study_arms(args, sec)
+    strategies = args.strategies or sec.get("strategies") or (("none",) if declared else DEFAULT_STRATEGIES)
+    backbones = args.backbones or sec.get("backbones") or [base.model.backbone]
+    seeds = args.seeds if args.seeds is not None else int(sec.get("seeds", 5))
     workers = args.workers if args.workers is not None else min(8, len(os.sched_getaffinity(0)))
-    study = Study(base, tuple(args.backbones or [base.model.backbone]), tuple(args.strategies or DEFAULT_STRATEGIES),
-                  args.seeds, args.out, param_matched=not args.no_param_matched,
+    study = Study(base, tuple(backbones), tuple(strategies), seeds, args.out, param_matched=not args.no_param_matched,
                   split_seeds=tuple(args.split_seeds or [base.data.split_seed]), workers=workers,
-                  noisy_nodes=args.noisy_nodes)
+                  noisy_nodes=args.noisy_nodes if args.noisy_nodes is not None else float(sec.get("noisy_nodes", 0.1)),
+                  arms=tuple(arms), control=args.control or sec.get("control"))
     try:
-        summary = run_study(study, quiet=args.json)
+        summary = run_study(study, quiet=args.json, diagnose=not args.no_diagnostics)
     except Interrupted as e:
         return _interrupted(e)
     if args.json:
