@@ -135,6 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_expressivity)
     from farfield.cli.study import add_commands
     add_commands(sub)
+    from farfield.cli import diagnose
+    diagnose.add_commands(sub)
     return parser
 
 

@@ -217,7 +217,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
+        from farfield.study.report import diagnostics_section
         print(format_table(summary))
+        diag = diagnostics_section(summary)
+        if diag:
+            print("\n" + "\n".join(diag[4:]))          # the table (the report explains it)
         print(f"\nreport: {args.out}/report.md (plots metric.png, curves.png, cost.png; results.csv / results.json)",
               file=sys.stdout)
     if summary.get("failed"):

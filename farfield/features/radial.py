@@ -121,7 +121,7 @@ class _RadialBasis(nn.Module):
     def _check(self, d: Tensor) -> None:
         # one reduction and one host read (eager); under torch.compile no host sync / graph break: there
         # far distances poison the features with NaN instead (see _features)
-        if d.numel() and float(d.max()) > self.cutoff:
+        if d.numel() and float(d.detach().max()) > self.cutoff:
             far = d > self.cutoff
             raise ConfigError(
                 f"{type(self).__name__}(cutoff={self.cutoff}): {int(far.sum())} of {d.numel()} distances exceed "

@@ -10,6 +10,7 @@ BASELINE_LABELS = {
     "prior": "label-frequency predictor (training frequencies; CAFA's naive baseline)",
     "composition": "non-geometric: ridge on composition",
     "cutoff_oracle": "cutoff oracle: ridge on the exact within-cutoff part + composition",
+    "ecfp": "non-geometric: ridge on ECFP4 counts (log1p, 2,048 bins)",
 }
 
 REGRESSION = ("graph_regression", "node_regression")
@@ -36,7 +37,8 @@ def reference_baselines(dm, kind: str = "graph_regression") -> dict[str, dict]:
     for k, v in out.items():
         v["label"] = BASELINE_LABELS.get(k, f"ridge on {k}")
         if not regression and k != "prior":
-            v["label"] = f"non-geometric: ridge score on {k}" if k == "composition" else f"ridge score on {k}"
+            v["label"] = {"composition": "non-geometric: ridge score on composition",
+                          "ecfp": "non-geometric: ridge score on ECFP4 counts"}.get(k, f"ridge score on {k}")
     return out
 
 

@@ -70,6 +70,44 @@ def _arms_table(groups) -> list[str]:
     return lines if len(lines) > 2 else []
 
 
+def _f(x, nd=2, pct=False) -> str:
+    if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
+        return "n/a"
+    return f"{100 * x:.{nd}f}%" if pct else f"{x:.{nd}f}"
+
+
+def diagnostics_section(summary: dict) -> list[str]:
+    """Where each arm's models read from (:mod:`farfield.study.diagnostics`), next to the metric."""
+    diag = summary.get("diagnostics") or {}
+    if not diag.get("arms"):
+        return []
+    means = {(g["backbone"], g["arm"]): g["mean"] for g in summary["groups"]}
+    nd = _digits(summary)
+    cut = next((r.get("reference_cutoff") for a in diag["arms"] for r in a["runs"] if r.get("reference_cutoff")), None)
+    L = next((r.get("layers") for a in diag["arms"] for r in a["runs"] if r.get("layers")), None)
+    lines = ["## Diagnostics: where each arm's models read from", "",
+             f"Influence of every input atom on every output (Jacobian norms of the trained best checkpoints, float64; "
+             f"{diag['graphs']} test graphs, seed(s) < {diag['seeds']}). Range = the range measure of Bamberger et al. "
+             "(ICML 2025): the influence-weighted mean distance of what an output reads, in Angstrom and in hops on "
+             f"the reference graph `{diag['reference_edges']}` (the same for every arm)."
+             + (f" Beyond cutoff = share of influence from atoms farther than {cut:g} A; beyond L cutoffs = farther "
+                f"than {L} x {cut:g} A, which {L} message-passing layers on the reference graph cannot reach at all."
+                if cut and L else "") + " MAD = mean average cosine distance of the final node embeddings (Chen et "
+             "al. 2020; near 0 = over-smoothed).", "",
+             f"| backbone + arm | {summary['metric']} | range (A) | range (hops) | beyond cutoff | beyond L cutoffs "
+             "| MAD |", "|---|---|---|---|---|---|---|"]
+    for a in diag["arms"]:
+        m = means.get((a["backbone"], a["arm"]))
+        row = (f"| {a['backbone']} + {a['arm']} | {_f(m, nd)} | {_f(a.get('range_angstrom'))} | "
+               f"{_f(a.get('range_hops'), 3)} | {_f(a.get('beyond_cutoff'), 2, True)} | "
+               f"{_f(a.get('beyond_L_cutoffs'), 3, True)} | {_f(a.get('mad'), 3)} |")
+        if a.get("errors"):
+            row += " " + "; ".join(a["errors"])
+        lines.append(row)
+    lines.append("")
+    return lines
+
+
 def _assessable(g: dict) -> int:
     """Runs of a group whose convergence can be judged (summaries written before this count had all of them)."""
     return int(g.get("assessable", g["n"]))
@@ -183,7 +221,9 @@ def report_markdown(summary: dict, study) -> str:
     if summary.get("failed"):
         lines.append("**Failed runs:** " + "; ".join(f"{f['backbone']} + {f['arm']} seed {f['seed']}: {f['error']}"
                                                      for f in summary["failed"]))
-    lines += ["", "![metric](metric.png) ![learning curves](curves.png) ![cost](cost.png)", ""]
+    lines += diagnostics_section(summary)
+    lines += ["", "![metric](metric.png) ![learning curves](curves.png) ![cost](cost.png)"
+              + (" ![influence](influence.png)" if (summary.get("diagnostics") or {}).get("arms") else ""), ""]
     return "\n".join(lines)
 
 
@@ -250,6 +290,30 @@ def plots(out: Path, rows: list[dict], summary: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=120)
     plt.close(fig)
+
+    diag = (summary.get("diagnostics") or {}).get("arms") or []
+    if any("profile" in a for a in diag):
+        colour = dict(zip([(g["backbone"], g["arm"]) for g in groups], colors))
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        for a in diag:
+            if "profile" not in a:
+                continue
+            e = np.asarray(a["profile"]["edges"], float)
+            mass = np.asarray(a["profile"]["mass"], float)
+            ax.step((e[:-1] + e[1:]) / 2, np.where(mass > 0, mass, np.nan), where="mid",
+                    color=colour.get((a["backbone"], a["arm"]), "C9"),
+                    label=a["arm"] if single else f"{a['backbone']} {a['arm']}")
+        cut = next((r.get("reference_cutoff") for a in diag for r in a["runs"] if r.get("reference_cutoff")), None)
+        if cut:
+            ax.axvline(cut, color="0.4", ls=":", lw=1)
+        ax.set_yscale("log")
+        ax.set_xlabel("distance between output atom and input atom (A)")
+        ax.set_ylabel("share of normalised influence")
+        ax.set_title("influence against distance (mean over output atoms; dotted: reference cutoff)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "influence.png", dpi=120)
+        plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for g, lab, col in zip(groups, labels, colors):

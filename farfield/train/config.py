@@ -125,6 +125,11 @@ class TaskConfig:
     2022): training inputs get positions ``x + sigma * eps``, ``eps ~ N(0, I)``, and an equivariant node head
     predicts ``eps``; loss = main loss + lambda * MSE(eps_hat, eps). sigma 0.02 A is the paper's QM9 value.
 
+    ``head_layers``: linear layers of the task head MLP (:class:`farfield.train.module.TaskModule`): 2 (default)
+    is ``d -> d -> num_outputs``, 3 is ``d -> d -> d -> num_outputs`` (the three post-message-passing layers of
+    the tuned LRGB baselines, Toenshoff et al. 2023), 1 a linear readout; parameters:
+    :func:`farfield.train.module.head_parameter_count`.
+
     A config keeps what the user asked for (``auto`` / None) in :meth:`TrainConfig.to_dict`; the attributes
     hold the values resolved against ``data.dataset`` (see :meth:`TrainConfig.__post_init__`)."""
 
@@ -135,6 +140,7 @@ class TaskConfig:
     monitor: str | None = None
     noisy_nodes: float = 0.0
     noise_std: float = 0.02
+    head_layers: int = 2
 
     def __post_init__(self):
         _choice("task.kind", self.kind, TASKS + ("auto",))
@@ -145,6 +151,7 @@ class TaskConfig:
         _positive("task.noisy_nodes", self.noisy_nodes, allow_zero=True)
         _positive("task.noise_std", self.noise_std)
         _string("task.monitor", self.monitor, optional=True)
+        _integer("task.head_layers", self.head_layers, 1)
         if self.monitor is not None and self.kind != "auto" and self.monitor not in TASK_METRICS[self.kind]:
             raise ConfigError(f"task.monitor must be one of {list(TASK_METRICS[self.kind])} for task.kind="
                               f"{self.kind}, got {self.monitor!r}")
@@ -221,12 +228,23 @@ def _dataset_pooling(task_info: dict, targets: list | None, dataset: str) -> str
 
 @dataclass(frozen=True)
 class OptimConfig:
+    """AdamW (``lr``, ``weight_decay``) for ``epochs`` epochs; ``scheduler`` ``plateau`` (halve the rate after 5
+    epochs without improvement of the monitored metric), ``cosine`` (to 0 over ``epochs``) or ``none``;
+    ``patience``: early stopping in epochs (0 = off); ``grad_clip``: gradient-norm clipping (0 = off).
+
+    ``warmup_epochs`` (0 = none, the default): a linear warm-up of the learning rate, stepped per epoch, before
+    ``cosine`` (then a cosine to 0 over the remaining ``epochs - warmup_epochs``) or ``none`` (then constant):
+    epoch ``e < warmup_epochs`` runs at ``lr * max(1e-6, e / warmup_epochs)``, the ``cosine_with_warmup`` of
+    GraphGPS (Rampasek et al. 2022) used by the tuned LRGB baselines (Toenshoff et al. 2023, 5 epochs). Not
+    available with ``plateau``."""
+
     lr: float = 1e-3
     weight_decay: float = 0.0
     epochs: int = 50
     scheduler: str = "plateau"
     patience: int = 0              # early stopping patience in epochs (0 = off)
     grad_clip: float = 10.0
+    warmup_epochs: int = 0
 
     def __post_init__(self):
         _positive("optim.lr", self.lr)
@@ -235,6 +253,10 @@ class OptimConfig:
         _integer("optim.patience", self.patience)
         _positive("optim.grad_clip", self.grad_clip, allow_zero=True)
         _choice("optim.scheduler", self.scheduler, SCHEDULERS)
+        _integer("optim.warmup_epochs", self.warmup_epochs)
+        if self.warmup_epochs and self.scheduler == "plateau":
+            raise ConfigError(f"optim.warmup_epochs={self.warmup_epochs} needs optim.scheduler cosine or none "
+                              "(a warm-up is not combined with the plateau schedule)")
 
 
 @dataclass(frozen=True)
@@ -371,13 +393,27 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     return TrainConfig.from_dict(d)
 
 
+def _looks_like_preset(path) -> bool:
+    """A bare name (no folder, no YAML suffix) that is not a file: meant as a preset of :mod:`farfield.configs`."""
+    s = str(path)
+    return bool(s) and "/" not in s and "\\" not in s and not s.endswith((".yaml", ".yml")) and not Path(s).exists()
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides."""
+    """Read a YAML config (or the defaults when ``path`` is None) and apply overrides. ``path`` may also name
+    a preset shipped with farfield (:func:`farfield.configs.presets`, e.g. ``peptides_func_gcn_tuned``) when no
+    such file exists; an unknown bare name is a :class:`ConfigError` listing the presets."""
     import yaml
     from farfield.errors import InputError
     d = {}
     if path is not None:
         p = Path(path)
+        if not p.is_file() and _looks_like_preset(path):
+            from farfield.configs import preset_path, presets
+            if str(path) not in presets():
+                raise ConfigError(f"no config file or preset named {str(path)!r}; presets: {presets()} (or give the "
+                                  "path of a YAML file)")
+            p = preset_path(str(path))
         if not p.is_file():
             raise InputError(str(p), "config file not found")
         try:

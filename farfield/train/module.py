@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import math
+from functools import partial
 
 import lightning as L
 import torch
@@ -18,7 +20,36 @@ from farfield.train.data import COMPONENT
 from farfield.nn.mlp import MLP
 
 __all__ = ["TaskModule", "NonFiniteLossError", "LabelAveragePrecision", "NumpyMetric", "ColumnError", "MONITOR",
-           "plain_data"]
+           "plain_data", "head_dims", "head_parameter_count", "warmup_factor"]
+
+
+def warmup_factor(epoch: int, warmup: int, epochs: int, cosine: bool = True) -> float:
+    """Learning-rate factor of epoch ``epoch`` (0-based) under ``optim.warmup_epochs=warmup``: linear warm-up
+    ``max(1e-6, epoch / warmup)`` for ``epoch < warmup``, then a half cosine from 1 to 0 over the remaining
+    ``epochs - warmup`` epochs (``cosine``) or 1 (GraphGPS's ``cosine_with_warmup``, Rampasek et al. 2022, the
+    schedule of the tuned LRGB baselines, Toenshoff et al. 2023)."""
+    if epoch < warmup:
+        return max(1e-6, epoch / max(1, warmup))
+    if not cosine:
+        return 1.0
+    progress = (epoch - warmup) / max(1, epochs - warmup)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def head_dims(task, hidden: int, num_outputs: int, pair: bool = False) -> list[int]:
+    """Widths of the task head MLP :class:`TaskModule` builds: ``[d, d, k]`` for ``task.head_layers`` 2 (the
+    default), ``[d] * head_layers + [k]`` in general, the first width ``2 d`` for pair items. ``task``: a
+    :class:`~farfield.train.config.TaskConfig`, a mapping of its fields, or None (the defaults)."""
+    layers = task.get("head_layers", 2) if isinstance(task, dict) else getattr(task, "head_layers", 2)
+    d = int(hidden)
+    return [2 * d if pair else d] + [d] * (int(layers) - 1) + [int(num_outputs)]
+
+
+def head_parameter_count(task_cfg, hidden: int, num_outputs: int, pair: bool) -> int:
+    """Parameters of the task head :class:`TaskModule` builds for ``task_cfg`` (weights and biases of its linear
+    layers, :func:`head_dims`): ``(2d or d) * d + d + d * k + k`` for the default two layers."""
+    dims = head_dims(task_cfg, hidden, num_outputs, pair)
+    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
 
 
 def _name(batch) -> str:
@@ -195,7 +226,8 @@ def plain_data(x, where: str = "value"):
 class TaskModule(L.LightningModule):
     """Graph- or node-level prediction from a backbone's invariant scalars.
 
-    Head: node MLP ``d -> d -> num_outputs``, pooled per graph (``task.pooling`` as resolved against the dataset;
+    Head: node MLP ``d -> d -> num_outputs`` (``task.head_layers`` linear layers, SiLU between them;
+    :func:`head_dims`), pooled per graph (``task.pooling`` as resolved against the dataset;
     a config resolved here, without one, pools with ``mean``) for graph tasks. Losses:
     MSE on standardized targets (regression), BCE-with-logits (binary, multilabel), cross-entropy
     (multiclass). Metrics are computed in the target's own units (:func:`_metrics`; ``group_spearman`` when
@@ -227,7 +259,7 @@ class TaskModule(L.LightningModule):
         if self.pair and task.kind == "node_regression":
             raise ConfigError("pair datasets (two structures per item) have graph-level labels; task.kind="
                               "node_regression does not apply")
-        self.head = MLP([2 * d if self.pair else d, d, k], act="silu")
+        self.head = MLP(head_dims(task, d, k, self.pair), act="silu")
         self.denoiser = None
         if task.noisy_nodes > 0:
             if not getattr(model, "uses_positions", True):
@@ -413,6 +445,12 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        warmup = int(getattr(self.optim, "warmup_epochs", 0) or 0)
+        if warmup and self.optim.scheduler in ("cosine", "none"):
+            sched = torch.optim.lr_scheduler.LambdaLR(
+                opt, partial(warmup_factor, warmup=warmup, epochs=self.optim.epochs,
+                             cosine=self.optim.scheduler == "cosine"))
+            return {"optimizer": opt, "lr_scheduler": sched}
         if self.optim.scheduler == "none":
             return opt
         if self.optim.scheduler == "cosine":

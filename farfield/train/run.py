@@ -53,7 +53,8 @@ class Interrupted(FarfieldError):
 
 #: task options added after runs were first recorded, left out of the key at their defaults (so that the hash of
 #: every configuration that does not use them is unchanged)
-_NEW_TASK_DEFAULTS = {"monitor": None, "noisy_nodes": 0.0}
+_NEW_TASK_DEFAULTS = {"monitor": None, "noisy_nodes": 0.0, "head_layers": 2}
+_NEW_OPTIM_DEFAULTS = {"warmup_epochs": 0}
 
 
 def config_key(cfg: TrainConfig | dict) -> dict:
@@ -75,6 +76,10 @@ def config_key(cfg: TrainConfig | dict) -> dict:
             task.pop(k)
     if "noisy_nodes" not in task:
         task.pop("noise_std", None)
+    optim = d.get("optim", {})
+    for k, v in _NEW_OPTIM_DEFAULTS.items():
+        if k in optim and optim[k] == v:
+            optim.pop(k)
     return d
 
 
