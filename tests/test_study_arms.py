@@ -195,3 +195,12 @@ def test_cli_study_with_declared_arms_runs_and_reports_them(tmp_path, capsys):
     assert "| r3 | custom | data.edges=radius:3.0 |" in report and "| max=4 | grid | data.edges=radius:5.0,max=4 |" in report
     assert main(["study", *TINY, "--arm", "x", "data.split_seed=3", "--out", str(out)]) == 2
     assert "compared on" in capsys.readouterr().err
+
+
+def test_pareto_front_by_hand():
+    from farfield.study.report import pareto_front
+    cost = [1.0, 2.0, 3.0, 2.5, float("nan")]
+    mae = [10.0, 8.0, 5.0, 9.0, 1.0]
+    assert pareto_front(cost, mae) == [0, 1, 2]                        # arm 3 is dominated by arm 1
+    assert pareto_front(cost, [-x for x in mae], lower_is_better=False) == [0, 1, 2]
+    assert pareto_front([1.0, 1.0], [2.0, 2.0]) == [0, 1]               # ties dominate neither

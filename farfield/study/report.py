@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["format_table", "report_markdown", "write_outputs", "plots"]
+__all__ = ["format_table", "report_markdown", "write_outputs", "plots", "pareto_front", "diagnostics_section"]
 
 def _digits(summary: dict | None) -> int:
     """Decimals for a metric: 4 for scores in [0, 1] (AP, Fmax, AUROC, accuracy), else 2."""
@@ -315,16 +315,40 @@ def plots(out: Path, rows: list[dict], summary: dict) -> None:
         fig.savefig(out / "influence.png", dpi=120)
         plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    many = len(groups) > 8
+    fig, ax = plt.subplots(figsize=(7.5, 4.6) if many else (5.5, 3.8))
+    cost = []
     for g, lab, col in zip(groups, labels, colors):
         cpu = [r.get("cpu_sec_per_epoch") or np.nan for r in rows
                if r["backbone"] == g["backbone"] and r["arm"] == g["arm"]]
+        cost.append(float(np.nanmedian(cpu)))
         ax.errorbar(np.nanmedian(cpu), g["mean"], yerr=g["std"] if math.isfinite(g["std"]) else 0,
                     xerr=[[np.nanmedian(cpu) - np.nanmin(cpu)], [np.nanmax(cpu) - np.nanmedian(cpu)]],
-                    fmt="o", color=col, capsize=3, label=lab.replace("\n", " "))
+                    fmt="o", color=col, capsize=3, label=None if many else lab.replace("\n", " "))
+        if many:
+            ax.annotate(lab.replace("\n", " "), (np.nanmedian(cpu), g["mean"]), fontsize=6, xytext=(3, 3),
+                        textcoords="offset points")
+    front = pareto_front(cost, [g["mean"] for g in groups], summary.get("better", "lower") == "lower")
+    if len(front) > 1:
+        ax.plot([cost[i] for i in front], [groups[i]["mean"] for i in front], "k--", lw=0.8, zorder=0,
+                label="Pareto front")
     ax.set_xlabel("CPU seconds per training epoch (median, range over seeds)")
     ax.set_ylabel(f"{m}{unit}")
+    ax.set_title("metric against cost (dashed: arms no other arm beats on both)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "cost.png", dpi=120)
     plt.close(fig)
+
+
+def pareto_front(cost: list[float], metric: list[float], lower_is_better: bool = True) -> list[int]:
+    """Indices of the arms on the cost-metric Pareto front (no other arm is at most as costly and at least as
+    good, and strictly better in one), ordered by cost. NaN costs or metrics are left out."""
+    pts = [(c, m if lower_is_better else -m, i) for i, (c, m) in enumerate(zip(cost, metric))
+           if math.isfinite(c) and math.isfinite(m)]
+    front = []
+    for c, m, i in pts:
+        dominated = any((c2 <= c and m2 <= m) and (c2 < c or m2 < m) for c2, m2, _ in pts)
+        if not dominated:
+            front.append((c, i))
+    return [i for _, i in sorted(front)]
