@@ -204,3 +204,17 @@ def test_pareto_front_by_hand():
     assert pareto_front(cost, mae) == [0, 1, 2]                        # arm 3 is dominated by arm 1
     assert pareto_front(cost, [-x for x in mae], lower_is_better=False) == [0, 1, 2]
     assert pareto_front([1.0, 1.0], [2.0, 2.0]) == [0, 1]               # ties dominate neither
+
+
+def test_the_shipped_example_study_config_builds_its_arms(tmp_path):
+    """examples/study_arms.yaml (quoted in the README) declares 6 arms and a widened control."""
+    from conftest import ROOT
+
+    from farfield.cli.study import load_study_config, study_arms
+    cfg, sec = load_study_config(str(ROOT / "examples" / "study_arms.yaml"), [])
+    arms, _ = study_arms(_args(), sec)
+    st = Study(cfg, strategies=tuple(sec["strategies"]), arms=tuple(arms), control=sec["control"], seeds=1,
+               out=str(tmp_path))
+    assert st.labels() == ["none", "none-wide", "ewald", "r8", "deep", "max=10", "max=40"]
+    deep = next(r.cfg for r in st.runs({"schnet": {"hidden": 40}}) if r.arm == "deep")
+    assert deep.model.backbone_options == {"hidden": 32, "num_layers": 6, "num_basis": 16}
