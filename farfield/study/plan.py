@@ -149,6 +149,7 @@ class Study:
     def runs(self, wide_options: dict[str, dict] | None = None) -> list[RunSpec]:
         """Every run. ``wide_options``: backbone -> backbone options of its widened control (from
         :func:`matched_width`); without it the parameter-matched runs are left out."""
+        from farfield.train.run import config_hash
         out = []
         arms = {a.name: a for a in self.all_arms()}
         for b in self.backbones:
@@ -163,7 +164,6 @@ class Study:
                     for k in range(self.seeds):
                         cfg = replace(cfg0, data=replace(cfg0.data, split_seed=int(split)),
                                       run=replace(cfg0.run, seed=k, progress=False))
-                        from farfield.train.run import config_hash
                         tag = f"seed{k}" + (f"-split{split}" if len(self.split_seeds) > 1 else "")
                         run_dir = Path(self.out) / "runs" / b / dir_name(label) / f"{tag}-{config_hash(cfg)}"
                         out.append(RunSpec(b, label, k, int(split), replace(cfg, run=replace(cfg.run, out=str(run_dir)))))
