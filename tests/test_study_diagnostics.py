@@ -55,3 +55,22 @@ def test_diagnostics_are_cached_per_run(study_out, monkeypatch):
     monkeypatch.setattr(diagnostics, "VERSION", diagnostics.VERSION + 1)
     failed = run_study(st, quiet=True)["diagnostics"]["arms"][0]
     assert failed["runs"] == [] and "recomputed" in failed["errors"][0]
+
+
+def test_diagnostics_in_worker_processes_equal_in_process(study_out, tmp_path):
+    """The default study diagnoses in worker processes (spawned); the numbers equal the in-process ones."""
+    import shutil
+    from dataclasses import replace
+
+    from farfield.study.diagnostics import study_diagnostics
+    st, summary, out = study_out
+    rows = []
+    for a in summary["diagnostics"]["arms"]:                # fresh copies of the runs: nothing cached
+        src = a["runs"][0]["run_dir"]
+        dst = tmp_path / a["arm"]
+        shutil.copytree(src, dst)
+        (dst / "diagnostics.json").unlink()
+        rows.append({"backbone": "schnet", "arm": a["arm"], "seed": 0, "split_seed": 0, "run_dir": str(dst)})
+    par = study_diagnostics(rows, replace(st, workers=2), quiet=True)
+    for a, b in zip(par["arms"], summary["diagnostics"]["arms"]):
+        assert not a["errors"] and a["range_angstrom"] == pytest.approx(b["range_angstrom"], rel=1e-12)
