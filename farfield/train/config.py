@@ -422,4 +422,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise InputError(str(p), f"not valid YAML ({e})") from e
         if not isinstance(d, dict):
             raise InputError(str(p), f"must contain a mapping of sections {list(_SECTIONS)}")
+        if "study" in d or "arms" in d:
+            raise InputError(str(p), "is a study config (it has a study: / arms: section): run it with "
+                                     f"`farfield study {p}`")
     return apply_overrides(TrainConfig.from_dict(d), list(overrides))
