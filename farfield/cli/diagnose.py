@@ -236,7 +236,9 @@ def model_table(results: dict, ref: str) -> str:
         if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
             return "n/a"
         return f"{100 * x:.{nd}f}%" if pct else f"{x:.{nd}f}"
-    lines = [f"| run | range (A) | range (hops on `{ref}`) | beyond cutoff | beyond L cutoffs | MAD per layer "
+    graphs = {r.get("hop_graph", ref) for r in results.values()}
+    hop = f"`{ref}`" if graphs == {ref} else " / ".join(sorted(f"`{g}`" if g == ref else g for g in graphs))
+    lines = [f"| run | range (A) | range (hops on {hop}) | beyond cutoff | beyond L cutoffs | MAD per layer "
              "(embedding first) | backward passes | s |", "|---|---|---|---|---|---|---|---|"]
     for label, r in results.items():
         lines.append(f"| {label} | {f(r.get('range_angstrom'))} | {f(r.get('range_hops'), 3)} | "
