@@ -13,10 +13,8 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 __all__ = ["add_commands"]
@@ -206,7 +204,7 @@ def _cmd_model(args) -> int:
     from tqdm import tqdm
 
     from farfield.errors import ConfigError
-    from farfield.study.diagnostics import _cached
+    from farfield.study.diagnostics import cached_diagnostics
     if args.graphs < 1:
         raise ConfigError(f"--graphs must be >= 1, got {args.graphs}")
     runs = _run_dirs(args.runs, args.seeds)
@@ -216,7 +214,7 @@ def _cmd_model(args) -> int:
         if ref is None:
             from farfield.train.config import load_config
             ref = load_config(Path(run) / "config.yaml").data.edges
-        results[label] = _cached(run, ref, args.graphs)        # cached in the run directory
+        results[label] = cached_diagnostics(run, ref, args.graphs)        # cached in the run directory
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -156,17 +156,8 @@ def grid(factors: Mapping[str, Iterable], template: Mapping[str, str] | None = N
 
 
 def _yaml_value(raw: str, where: str):
-    import yaml
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{where}: cannot parse value {raw!r} ({e})") from e
-    if isinstance(value, str):          # YAML 1.1 reads 3e-3 as a string
-        try:
-            value = float(value)
-        except ValueError:
-            pass
-    return value
+    from farfield.train.config import parse_value
+    return parse_value(raw, where)
 
 
 def parse_cli_arm(tokens: list[str]) -> Arm:

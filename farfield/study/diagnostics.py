@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-__all__ = ["run_diagnostics", "study_diagnostics", "DISTANCE_BINS"]
+__all__ = ["run_diagnostics", "cached_diagnostics", "study_diagnostics", "DISTANCE_BINS", "VERSION"]
 
 #: Euclidean bins of the influence profile (Angstrom)
 DISTANCE_BINS = tuple(float(x) for x in range(0, 41))
@@ -118,7 +118,7 @@ def _mean(xs):
 VERSION = 1
 
 
-def _cached(run_dir: str, reference_edges: str, graphs: int) -> dict:
+def cached_diagnostics(run_dir: str, reference_edges: str, graphs: int) -> dict:
     """:func:`run_diagnostics` of a run, cached in ``run_dir/diagnostics.json`` (keyed by the reference edges, the
     number of graphs and :data:`VERSION`), so that re-running a study costs nothing."""
     import json
@@ -144,7 +144,7 @@ def _job(args):
     torch.set_num_threads(1)
     run_dir, ref, graphs = args
     try:
-        return _cached(run_dir, ref, graphs), None
+        return cached_diagnostics(run_dir, ref, graphs), None
     except Exception as e:  # noqa: BLE001 - reported per run
         return None, f"{type(e).__name__}: {e}"
 

@@ -361,9 +361,24 @@ def _target_names(target: str | None, default: str | None, info: dict) -> list |
     return [t.strip() for t in str(target).split(",") if t.strip()]
 
 
+def parse_value(raw: str, where: str):
+    """The value of a ``key=value`` override: YAML, with floats such as ``3e-3`` (a string in YAML 1.1) read as
+    numbers; a ConfigError naming ``where`` when it does not parse."""
+    import yaml
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: cannot parse value ({e})") from e
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    return value
+
+
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``section.key=value`` (or ``model.backbone_options.hidden=32``) overrides; values are YAML."""
-    import yaml
     d = cfg.to_dict()
     for o in overrides:
         key, eq, raw = o.partition("=")
@@ -372,15 +387,7 @@ def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
         parts = key.split(".")
         if len(parts) < 2 or parts[0] not in _SECTIONS:
             raise ConfigError(f"override {o!r}: the key must start with a section: {list(_SECTIONS)}")
-        try:
-            value = yaml.safe_load(raw)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {o!r}: cannot parse value ({e})") from e
-        if isinstance(value, str):      # YAML 1.1 reads 3e-3 as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
+        value = parse_value(raw, f"override {o!r}")
         node = d
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
