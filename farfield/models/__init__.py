@@ -43,15 +43,16 @@ from farfield.models.graph2d import GCN, GINE, GatedGCN
 from farfield.models.gvp_gnn import GVPGNN
 from farfield.models.mpnn import MPNN
 from farfield.models.painn import PaiNN
-from farfield.models.readout import POOLINGS, ScalarReadout, VectorReadout, pool
+from farfield.models.readout import GIGP, POOLINGS, TASK_POOLINGS, ScalarReadout, VectorReadout, pool
 from farfield.models.schnet import SchNet
 from farfield.models.segnn import SEGNN
 from farfield.models.tfn import TFN
 
 __all__ = [
-    "BACKBONES", "Backbone", "BackboneOutput", "EGNN", "EdgeGeometry", "GCN", "GINE", "GROUPS", "GVPGNN",
-    "GatedGCN", "InputSpec", "MPNN", "NodeState", "POOLINGS", "PaiNN", "SEGNN", "ScalarReadout", "SchNet", "TFN",
-    "VectorReadout", "build_backbone", "default_radial", "edge_geometry", "pool", "two_range_options",
+    "BACKBONES", "Backbone", "BackboneOutput", "EGNN", "EdgeGeometry", "GCN", "GIGP", "GINE", "GROUPS", "GVPGNN",
+    "GatedGCN", "InputSpec", "MPNN", "NodeState", "POOLINGS", "PaiNN", "SEGNN", "ScalarReadout", "SchNet",
+    "TASK_POOLINGS", "TFN", "VectorReadout", "build_backbone", "default_radial", "edge_geometry", "pool",
+    "two_range_options",
 ]
 
 

@@ -25,15 +25,24 @@ __all__ = ["ModelConfig", "parameter_counts"]
 @dataclass(frozen=True)
 class ModelConfig:
     """Backbone name and options (:func:`farfield.models.build_backbone`), long-range strategy name and
-    options (:func:`farfield.models.long_range.build_strategy`). Validated on construction."""
+    options (:func:`farfield.models.long_range.build_strategy`), canonicaliser name and options
+    (:data:`farfield.symmetry.canonical.CANONICALISERS`: ``fa``, ``sfa``, ``signnet``, ``pca_sign``,
+    ``vn_pointnet``, ``vn_dgcnn``, ``learned``; ``trainable: false`` freezes one at initialisation), which wraps
+    the backbone before the long-range module. Validated on construction."""
 
     backbone: str = "schnet"
     backbone_options: dict = field(default_factory=dict)
     long_range: str = "none"
     long_range_options: dict = field(default_factory=dict)
+    canonicaliser: str = "none"
+    canonicaliser_options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        for k in ("backbone_options", "long_range_options"):
+        from farfield.symmetry.canonical import CANONICALISERS
+        if self.canonicaliser != "none" and self.canonicaliser not in CANONICALISERS:
+            raise ConfigError(f"unknown model.canonicaliser {self.canonicaliser!r}; choose from "
+                              f"{['none', *CANONICALISERS]}")
+        for k in ("backbone_options", "long_range_options", "canonicaliser_options"):
             if not isinstance(getattr(self, k), dict):
                 raise ConfigError(f"model config: {k} must be a mapping, got {type(getattr(self, k)).__name__}")
         self.strategy()   # validates the strategy name and options
@@ -48,9 +57,16 @@ class ModelConfig:
     def build(self, spec: InputSpec, max_edge_length: float | None = None) -> Backbone:
         """Build the model; graph strategies need ``max_edge_length`` (longest edge in the data, Angstrom) to
         size the radial basis so that long edges are not zeroed."""
+        from farfield.symmetry.canonical import wrap_canonicaliser
         st = self.strategy()
         opts = st.backbone_options(max_edge_length, self.backbone, self.backbone_options)
-        return st.wrap(build_backbone(self.backbone, spec, **opts))
+        model = build_backbone(self.backbone, spec, **opts)
+        copts = dict(self.canonicaliser_options)
+        if self.canonicaliser == "learned":          # its equivariant network reads the backbone's graph
+            for k in ("cutoff", "long_cutoff"):
+                if k in opts:
+                    copts.setdefault(k, opts[k])
+        return st.wrap(wrap_canonicaliser(self.canonicaliser, model, spec, **copts))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -64,9 +80,14 @@ class ModelConfig:
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
-    """Trainable parameters of the backbone, of the long-range module, and in total."""
+    """Trainable parameters of the backbone, of the long-range module, of the canonicaliser (0 for frame
+    averaging and for frozen canonicalisers), and in total."""
+    from farfield.symmetry.canonical import Canonicalised
+
     def n(m):
         return sum(p.numel() for p in m.parameters() if p.requires_grad)
+    canon = sum(n(m.canonicaliser) for m in model.modules() if isinstance(m, Canonicalised))
     if isinstance(model, WithLongRange):
-        return {"backbone": n(model.backbone), "long_range": n(model.long_range), "total": n(model)}
-    return {"backbone": n(model), "long_range": 0, "total": n(model)}
+        return {"backbone": n(model.backbone) - canon, "long_range": n(model.long_range), "canonicaliser": canon,
+                "total": n(model)}
+    return {"backbone": n(model) - canon, "long_range": 0, "canonicaliser": canon, "total": n(model)}

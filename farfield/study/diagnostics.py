@@ -13,7 +13,14 @@ before pooling; pair tasks: the backbone's node scalars). From the Jacobian-norm
 * the share of influence from atoms beyond the reference cutoff (what a single cutoff cannot see at all) and
   beyond ``L`` cutoffs (what ``L`` layers of the reference graph cannot reach);
 * the influence profile against Euclidean distance (1 Angstrom bins), plotted per arm in ``influence.png``;
-* the mean average distance of the final node embeddings (MAD, Chen et al., AAAI 2020).
+* the mean average distance of the final node embeddings (MAD, Chen et al., AAAI 2020);
+* the **rotation-invariance error** of the trained model's predictions (the seed table's measure, Duval et
+  al. 2024): over ``ROTATIONS`` random rotations Q of the test graphs, ``mean |f(Qx) - f(x)| / mean |f(x)|``
+  (mean over rotations) and ``max |f(Qx) - f(x)| / max |f(x)|`` (max over rotations), graph predictions
+  (node predictions for node tasks), float64, over every graph and over the graphs whose frame is well
+  defined (``_regular``: frame averaging / canonicalisation flag the others, ``rotation_degenerate_graphs``).
+  Exactly invariant models give ~1e-15; approximate canonicalisers and unconstrained backbones show their
+  error.
 
 All in float64, eval mode. Graphs never interact in farfield models, so influence is computed for one output
 row of every graph per backward pass (``packed``).
@@ -26,7 +33,8 @@ import time
 
 import numpy as np
 
-__all__ = ["run_diagnostics", "cached_diagnostics", "study_diagnostics", "DISTANCE_BINS", "VERSION"]
+__all__ = ["run_diagnostics", "cached_diagnostics", "study_diagnostics", "rotation_error", "DISTANCE_BINS", "ROTATIONS",
+           "VERSION"]
 
 #: Euclidean bins of the influence profile (Angstrom)
 DISTANCE_BINS = tuple(float(x) for x in range(0, 41))
@@ -105,7 +113,46 @@ def run_diagnostics(run_dir, reference_edges: str, graphs: int = 4) -> dict:
         out["beyond_cutoff"] = float(np.mean(beyond)) if beyond else math.nan
         out["beyond_L_cutoffs"] = float(np.mean(beyond_l)) if beyond_l else math.nan
         out["reference_cutoff"] = cut
+    if has_pos and getattr(fn.module.model, "uses_positions", True):
+        out.update(rotation_error(fn.module, batch))
     out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+#: random rotations of the rotation-invariance error
+ROTATIONS = 8
+
+
+def rotation_error(module, batch, rotations: int = ROTATIONS, seed: int = 0) -> dict:
+    """The rotation-invariance error of a (float64, eval-mode) TaskModule's predictions on ``batch``: see the
+    module docstring. Returns ``rotation_error_mean`` / ``rotation_error_max`` over every graph (what a user
+    gets), the same over the graphs whose frame is well defined (``..._regular``; equal when the model has no
+    frames) and ``rotation_degenerate_graphs`` (how many were flagged)."""
+    import torch
+
+    from farfield.diagnostics.influence import _to_dtype
+    from farfield.symmetry.transforms import random_rotation, transform_batch
+    b = _to_dtype(batch, torch.float64)
+    framed = [m for m in module.model.modules() if hasattr(m, "degenerate_graphs")]
+    with torch.no_grad():
+        degen = framed[0].degenerate_graphs(b) if framed else torch.zeros(b.num_graphs, dtype=torch.bool)
+        ref = module(b)
+        node_level = ref.shape[0] == b.num_nodes and ref.shape[0] != b.num_graphs
+        regular = ~(degen[b.batch] if node_level else degen)
+        gen = torch.Generator().manual_seed(seed)
+        errs = {"": ([], []), "_regular": ([], [])}
+        for _ in range(rotations):
+            got = module(transform_batch(b, random_rotation(gen, torch.float64)))
+            for tag, keep in (("", torch.ones_like(regular)), ("_regular", regular)):
+                if not bool(keep.any()):
+                    continue
+                d, r = (got - ref).abs()[keep], ref.abs()[keep]
+                errs[tag][0].append(float(d.mean() / r.mean().clamp(min=1e-300)))
+                errs[tag][1].append(float(d.max() / r.max().clamp(min=1e-300)))
+    out = {"rotation_degenerate_graphs": int(degen.sum()), "rotation_graphs": int(b.num_graphs)}
+    for tag, (means, maxes) in errs.items():
+        out[f"rotation_error_mean{tag}"] = float(np.mean(means)) if means else math.nan
+        out[f"rotation_error_max{tag}"] = float(np.max(maxes)) if maxes else math.nan
     return out
 
 
@@ -115,7 +162,7 @@ def _mean(xs):
 
 
 #: bumped when what :func:`run_diagnostics` computes changes (cached results of older versions are recomputed)
-VERSION = 1
+VERSION = 2
 
 
 def cached_diagnostics(run_dir: str, reference_edges: str, graphs: int) -> dict:
@@ -179,8 +226,15 @@ def study_diagnostics(rows: list[dict], study, seeds: int = 1, graphs: int = 4, 
     for (b, arm), e in by.items():
         done = e["runs"]
         entry = {"backbone": b, "arm": arm, **e}
-        for k in ("range_angstrom", "range_hops", "beyond_cutoff", "beyond_L_cutoffs", "mad", "unreachable_share"):
+        for k in ("range_angstrom", "range_hops", "beyond_cutoff", "beyond_L_cutoffs", "mad", "unreachable_share",
+                  "rotation_error_mean", "rotation_error_mean_regular"):
             entry[k] = _mean([d.get(k) for d in done])
+        for k in ("rotation_error_max", "rotation_error_max_regular"):
+            rmax = [d[k] for d in done if d.get(k) is not None]
+            entry[k] = float(np.nanmax(rmax)) if rmax and np.isfinite(rmax).any() else math.nan
+        if any(d.get("rotation_graphs") for d in done):
+            entry["rotation_degenerate_share"] = _mean([d["rotation_degenerate_graphs"] / d["rotation_graphs"]
+                                                        for d in done if d.get("rotation_graphs")])
         if done and all("profile" in d for d in done):
             entry["profile"] = {"edges": done[0]["profile"]["edges"],
                                 "mass": [float(x) for x in np.nanmean([d["profile"]["mass"] for d in done], 0)]}

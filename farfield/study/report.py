@@ -42,7 +42,7 @@ def format_table(summary: dict) -> str:
         vs_wide = "baseline" if g["arm"] == wide else ("-" if g["arm"] == control else _cmp(g.get("vs_wide"), nd))
         sd = f"{g['std']:.{nd}f}" if math.isfinite(g["std"]) else "n/a"
         lines.append(f"| {g['backbone']} | {g['arm']} | {g['mean']:.{nd}f} +- {sd} ({g['n']}) | {vs_none} | {vs_wide} "
-                     f"| {g['params']:,} | {g['sec_per_epoch']:.2f} ({g['cpu_sec_per_epoch']:.2f}) "
+                     f"| {g['params']:,}{_canon_cell(g)} | {g['sec_per_epoch']:.2f} ({g['cpu_sec_per_epoch']:.2f}) "
                      f"| {_converged_cell(g)} |")
     bl = summary.get("baselines") or {}
     if bl:
@@ -60,6 +60,12 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _canon_cell(g: dict) -> str:
+    """`` (canon. n)``: the trainable parameters of the arm's canonicaliser, part of the total, when it has any."""
+    n = g.get("canonicaliser_params") or 0
+    return f" (canon. {n:,})" if n else ""
+
+
 def _arms_table(groups) -> list[str]:
     """What each arm changes (one row per arm name)."""
     seen, lines = set(), ["| arm | kind | overrides of the base config |", "|---|---|---|"]
@@ -74,6 +80,10 @@ def _f(x, nd=2, pct=False) -> str:
     if x is None or not isinstance(x, (int, float)) or not math.isfinite(x):
         return "n/a"
     return f"{100 * x:.{nd}f}%" if pct else f"{x:.{nd}f}"
+
+
+def _e(x) -> str:
+    return f"{x:.1e}" if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
 
 
 def diagnostics_section(summary: dict) -> list[str]:
@@ -96,11 +106,24 @@ def diagnostics_section(summary: dict) -> list[str]:
              "al. 2020; near 0 = over-smoothed).", "",
              f"| backbone + arm | {summary['metric']} | range (A) | range (hops) | beyond cutoff | beyond L cutoffs "
              "| MAD |", "|---|---|---|---|---|---|---|"]
+    rot = any(math.isfinite(a.get("rotation_error_mean", math.nan)) for a in diag["arms"])
+    if rot:
+        lines[-4] += (" Rotation error = the rotation-invariance error of the trained predictions (Duval et al. 2024): "
+                      "mean |f(Qx) - f(x)| / mean |f(x)| over 8 random rotations (mean) and its entrywise max relative to "
+                      "max |f(x)| (max), float64, over every test graph; ~1e-15 = exactly invariant. Ill-defined "
+                      "frames = share of those graphs whose frame (FA / canonicaliser) is flagged degenerate; the last "
+                      "column is the error on the others.")
+        lines[-2] = lines[-2][:-1] + " rotation error mean / max | ill-defined frames | error on well-defined frames |"
+        lines[-1] += "---|---|---|"
     for a in diag["arms"]:
         m = means.get((a["backbone"], a["arm"]))
         row = (f"| {a['backbone']} + {a['arm']} | {_f(m, nd)} | {_f(a.get('range_angstrom'))} | "
                f"{_f(a.get('range_hops'), 3)} | {_f(a.get('beyond_cutoff'), 2, True)} | "
                f"{_f(a.get('beyond_L_cutoffs'), 3, True)} | {_f(a.get('mad'), 3)} |")
+        if rot:
+            row += (f" {_e(a.get('rotation_error_mean'))} / {_e(a.get('rotation_error_max'))} | "
+                    f"{_f(a.get('rotation_degenerate_share'), 0, True)} | {_e(a.get('rotation_error_mean_regular'))} / "
+                    f"{_e(a.get('rotation_error_max_regular'))} |")
         if a.get("errors"):
             row += " " + "; ".join(a["errors"])
         lines.append(row)
@@ -126,6 +149,7 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, study) -> None:
     for r in rows:
         f = {k: v for k, v in r.items() if k not in ("curve", "params", "convergence", "test_by_target")}
         f.update({"params": r["params"]["total"], "long_range_params": r["params"]["long_range"],
+                  "canonicaliser_params": r["params"].get("canonicaliser", 0),
                   "converged": (r.get("convergence") or {}).get("converged"),
                   "rel_change_last20": (r.get("convergence") or {}).get("rel_change")})
         flat.append(f)

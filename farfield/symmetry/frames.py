@@ -133,6 +133,15 @@ class FrameAveraging(Backbone):
     def num_layers(self) -> int:
         return self.backbone.num_layers
 
+    def degenerate_graphs(self, batch) -> Tensor:
+        """[B] bool: graphs whose PCA frames are ill-defined (reported apart by the symmetry check)."""
+        pos = batch[F.POS]
+        b = getattr(batch, "batch", None)
+        if b is None:
+            b = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
+        B = int(batch.num_graphs) if hasattr(batch, "num_graphs") else int(b.max()) + 1
+        return degenerate_frames(pos, b, B, self.degeneracy_tol)
+
     def forward(self, batch, between=None) -> BackboneOutput:
         self._check_batch(batch)
         pos = batch[F.POS]
@@ -140,7 +149,16 @@ class FrameAveraging(Backbone):
         if b is None:
             b = torch.zeros(pos.shape[0], dtype=torch.long, device=pos.device)
         B = int(batch.num_graphs) if hasattr(batch, "num_graphs") else int(b.max()) + 1
-        c, frames = pca_frames(pos, b, B, self.group, self.degeneracy_tol)
+        with warnings.catch_warnings():
+            if getattr(self, "_warned", False):          # once per model: training would repeat it every step
+                warnings.simplefilter("ignore", FrameDegeneracyWarning)
+            else:
+                warnings.simplefilter("always", FrameDegeneracyWarning)
+            with warnings.catch_warnings(record=True) as caught:
+                c, frames = pca_frames(pos, b, B, self.group, self.degeneracy_tol)
+        for w in caught:
+            self._warned = True
+            warnings.warn(f"{w.message} (said once per model)", FrameDegeneracyWarning, stacklevel=2)
         if self.stochastic and self.training:
             pick = torch.randint(frames.shape[0], (B,), device=pos.device)
             frames = frames[pick, torch.arange(B, device=pos.device)].unsqueeze(0)          # [1, B, 3, 3]

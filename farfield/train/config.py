@@ -12,6 +12,7 @@ from pathlib import Path
 from farfield._config import check_keys
 from farfield.errors import ConfigError
 from farfield.models.config import ModelConfig
+from farfield.models.readout import TASK_POOLINGS
 
 __all__ = ["DataConfig", "TaskConfig", "TASK_METRICS", "POOLINGS", "DEFAULT_POOLING", "resolve_task", "OptimConfig",
            "RunConfig", "TrainConfig", "TASKS", "apply_overrides", "load_config"]
@@ -112,14 +113,17 @@ class TaskConfig:
     targets with the training mean and std; ``monitor``: the validation metric that selects the best checkpoint
     (None: the dataset's ``info["task"]["monitor"]``, else the kind's default, e.g. ``mae`` or ``ap``).
 
-    ``pooling``: the readout of graph tasks, ``sum``, ``mean`` or ``max``, or ``auto`` (default): the dataset's
-    natural readout, ``info["task"]["pooling"]`` (per target where the loader gives
-    ``info["task"]["pooling_by_target"]``), else :data:`DEFAULT_POOLING` (``mean``). Sum pooling makes the
-    output scale with the number of nodes, which suits *extensive* targets (energies of molecules: QM9's U0, the
+    ``pooling``: the readout of graph tasks, ``sum``, ``mean``, ``max`` or ``gigp``, or ``auto`` (default): the
+    dataset's natural readout, ``info["task"]["pooling"]`` (per target where the loader gives
+    ``info["task"]["pooling_by_target"]``), else :data:`DEFAULT_POOLING` (``mean``). Sum pooling makes the output
+    scale with the number of nodes, which suits *extensive* targets (energies of molecules: QM9's U0, the
     peptide benchmark's ``energy``) and breaks *intensive* ones (per-protein scores, function labels): a
     residue-level model of proteins of 20 to 1,300 residues then predicts values 65x apart for the same
     per-residue signal. So a dataset says ``sum`` only where its target is extensive; everything else,
-    including your own ``folder`` data, gets ``mean``.
+    including your own ``folder`` data, gets ``mean``. ``gigp`` (never chosen by ``auto``): group invariant global
+    pooling (Bujel et al. 2023; :class:`farfield.models.readout.GIGP`), a sum over radial shells about each graph's
+    centroid, each shell's sum passed through a learnt network: sum pooling at initialisation (so, like ``sum``,
+    growing with the number of nodes), E(3)-invariant, for backbones that read coordinates (``pos``) only.
 
     ``noisy_nodes`` (lambda, 0 = off) and ``noise_std`` (sigma, Angstrom): Noisy Nodes (Godwin et al., ICLR
     2022): training inputs get positions ``x + sigma * eps``, ``eps ~ N(0, I)``, and an equivariant node head
@@ -144,7 +148,7 @@ class TaskConfig:
 
     def __post_init__(self):
         _choice("task.kind", self.kind, TASKS + ("auto",))
-        _choice("task.pooling", self.pooling, POOLINGS + ("auto",))
+        _choice("task.pooling", self.pooling, TASK_POOLINGS + ("auto",))
         if self.num_outputs is not None:
             _integer("task.num_outputs", self.num_outputs, 1)
         _boolean("task.standardize", self.standardize)

@@ -14,7 +14,7 @@ from torch import nn
 from farfield.data import fields as F
 from farfield.errors import ConfigError, FarfieldError, InputError
 from farfield.models.denoising import NOISE_TARGET, DenoisingHead, denoising_loss
-from farfield.models.readout import pool
+from farfield.models.readout import GIGP, pool
 from farfield.train.config import TASK_METRICS
 from farfield.train.data import COMPONENT
 from farfield.nn.mlp import MLP
@@ -49,7 +49,10 @@ def head_parameter_count(task_cfg, hidden: int, num_outputs: int, pair: bool) ->
     """Parameters of the task head :class:`TaskModule` builds for ``task_cfg`` (weights and biases of its linear
     layers, :func:`head_dims`): ``(2d or d) * d + d + d * k + k`` for the default two layers."""
     dims = head_dims(task_cfg, hidden, num_outputs, pair)
-    return sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    n = sum(a * b + b for a, b in zip(dims[:-1], dims[1:]))
+    if getattr(task_cfg, "pooling", None) == "gigp" and task_cfg.kind != "node_regression":
+        n += sum(p.numel() for p in GIGP(hidden if pair else num_outputs).parameters())   # the orbit network
+    return n
 
 
 def _name(batch) -> str:
@@ -228,7 +231,10 @@ class TaskModule(L.LightningModule):
 
     Head: node MLP ``d -> d -> num_outputs`` (``task.head_layers`` linear layers, SiLU between them;
     :func:`head_dims`), pooled per graph (``task.pooling`` as resolved against the dataset;
-    a config resolved here, without one, pools with ``mean``) for graph tasks. Losses:
+    a config resolved here, without one, pools with ``mean``) for graph tasks. ``task.pooling=gigp`` pools with
+    :class:`~farfield.models.readout.GIGP` over the graphs' coordinates (``self.gigp``, width ``num_outputs``, or
+    ``d`` for pair items; parameters beyond :func:`head_parameter_count`); a backbone that does not read
+    coordinates is refused with a :class:`ConfigError`. Losses:
     MSE on standardized targets (regression), BCE-with-logits (binary, multilabel), cross-entropy
     (multiclass). Metrics are computed in the target's own units (:func:`_metrics`; ``group_spearman`` when
     ``grouped``: every graph carries ``group``). A NaN/Inf loss raises :class:`NonFiniteLossError` (the last
@@ -260,6 +266,12 @@ class TaskModule(L.LightningModule):
             raise ConfigError("pair datasets (two structures per item) have graph-level labels; task.kind="
                               "node_regression does not apply")
         self.head = MLP(head_dims(task, d, k, self.pair), act="silu")
+        if task.pooling == "gigp" and task.kind != "node_regression":
+            if not getattr(model, "uses_positions", True):
+                raise ConfigError(f"task.pooling=gigp needs 3D coordinates (pos); {type(model).__name__} does not "
+                                  "read coordinates (choose task.pooling=sum, mean or max for a 2D backbone)")
+            # only here, so that modules of the other poolings keep their parameters (and checkpoints)
+            self.gigp = GIGP(d if self.pair else k)
         self.denoiser = None
         if task.noisy_nodes > 0:
             if not getattr(model, "uses_positions", True):
@@ -310,13 +322,24 @@ class TaskModule(L.LightningModule):
         view, n = self._graphs(batch)
         return view, n, self.model(view).s
 
+    def _pool(self, x, view, n):
+        """Pool node rows ``x`` [N, c] of ``view`` per graph -> [n, c] with ``task.pooling``."""
+        batch = getattr(view, "batch", None)
+        if self.task.pooling != "gigp":
+            return pool(x, batch, self.task.pooling, n)
+        pos = getattr(view, F.POS, None)
+        if pos is None:
+            raise InputError(_name(view), "task.pooling=gigp needs 3D coordinates (pos) of the nodes; the batch has "
+                                          "none (choose task.pooling=sum, mean or max)")
+        return self.gigp(x, pos, batch, n)
+
     def _head(self, view, n, s):
         if self.pair:
-            z = pool(s, view.batch, self.task.pooling, n)                   # [2B, d]: orig, mutated, orig, ...
+            z = self._pool(s, view, n)                                      # [2B, d]: orig, mutated, orig, ...
             return self.head(z.reshape(n // 2, -1))                         # [B, 2d] -> [B, k]
         out = self.head(s)
         if self.task.kind != "node_regression":
-            out = pool(out, getattr(view, "batch", None), self.task.pooling, n)
+            out = self._pool(out, view, n)
         return out
 
     def forward(self, batch):

@@ -55,6 +55,7 @@ class Interrupted(FarfieldError):
 #: every configuration that does not use them is unchanged)
 _NEW_TASK_DEFAULTS = {"monitor": None, "noisy_nodes": 0.0, "head_layers": 2}
 _NEW_OPTIM_DEFAULTS = {"warmup_epochs": 0}
+_NEW_MODEL_DEFAULTS = {"canonicaliser": "none", "canonicaliser_options": {}}
 
 
 def config_key(cfg: TrainConfig | dict) -> dict:
@@ -80,6 +81,10 @@ def config_key(cfg: TrainConfig | dict) -> dict:
     for k, v in _NEW_OPTIM_DEFAULTS.items():
         if k in optim and optim[k] == v:
             optim.pop(k)
+    model = d.get("model", {})
+    for k, v in _NEW_MODEL_DEFAULTS.items():
+        if k in model and model[k] == v:
+            model.pop(k)
     return d
 
 
@@ -279,15 +284,15 @@ def check_pooling(cfg: TrainConfig, dm) -> None:
     depend on chain length, and training diverges on mixed sizes (a small GVP, 2 epochs, on 12 proteins of 20 to
     1,294 residues with N(0, 1) labels: validation MAE 10 to 100 with sum, 0.8 to 0.9 with mean, over 3 seeds)."""
     t = cfg.task
-    if t.kind != "graph_regression" or t.pooling != "sum":
+    if t.kind != "graph_regression" or t.pooling not in ("sum", "gigp"):     # GIGP is a sum over orbits
         return
     n = _train_sizes(dm)
     n = n[n > 0]
     if not len(n) or n.max() <= SIZE_SPREAD * n.min():
         return
-    why = ("as requested (task.pooling=sum)" if t.requested["pooling"] == "sum"
+    why = (f"as requested (task.pooling={t.pooling})" if t.requested["pooling"] == t.pooling
            else f"as {cfg.data.dataset!r} declares its target extensive")
-    warnings.warn(f"task.pooling=sum on {cfg.data.dataset!r} ({why}), but its training graphs have {n.min():,} to "
+    warnings.warn(f"task.pooling={t.pooling} on {cfg.data.dataset!r} ({why}), but its training graphs have {n.min():,} to "
                   f"{n.max():,} nodes ({n.max() / n.min():.0f}x): a summed readout grows with graph size, which "
                   "suits extensive targets (energies) only; for a per-structure (intensive) property set "
                   "task.pooling=mean", UserWarning, stacklevel=2)
@@ -323,7 +328,11 @@ def build_module(cfg: TrainConfig, dm):
                         dm.target_std if regression else None, config=cfg.to_dict(),
                         grouped=getattr(dm, "grouped", False), pair=getattr(dm, "pair", False),
                         sign_flip=sign_flip_columns(cfg), seed=cfg.run.seed)
-    return module, parameter_counts(model)
+    counts = parameter_counts(model)
+    # the task head's own parameters (node MLP, GIGP's orbit network, the denoising head), outside "total",
+    # which stays the model's count as every earlier run recorded it
+    counts["head"] = sum(p.numel() for p in module.parameters() if p.requires_grad) - counts["total"]
+    return module, counts
 
 
 def L_seed(seed: int) -> None:
