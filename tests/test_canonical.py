@@ -249,6 +249,15 @@ def test_cli_check_with_canonicalisers(capsys):
     assert "unknown canonicaliser 'bogus'" in capsys.readouterr().err
 
 
+def test_canonicaliser_around_a_frame_averaged_backbone_sets_apart_the_inner_frames_degenerate_graphs(capsys):
+    # the learned frame is well defined on the symmetric shapes (their residue features break the symmetry) while
+    # the inner frame averaging's covariance is degenerate there: both wrappers' degenerate graphs are set apart
+    from farfield.cli.main import main
+    rc = main(["check", "--model", "fa_mpnn", "--canonicaliser", "learned", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["models"][0]["ok"], out["models"][0]
+
+
 # -- QM9 sample: training end to end (smoke) ---------------------------------------------------------------------
 @pytest.mark.parametrize("canon,pooling", [("vn_pointnet", "sum"), ("learned", "gigp"), ("signnet", "mean")])
 def test_training_with_a_canonicaliser_on_the_qm9_sample(tmp_path, canon, pooling):
@@ -294,9 +303,24 @@ def test_study_report_shows_rotation_error_and_canonicaliser_parameters():
                                                {"backbone": "mpnn", "arm": "fa", "mean": 9.0}],
                "diagnostics": {"arms": [arm, exact], "graphs": 4, "seeds": 1, "reference_edges": "radius:5.0"}}
     text = "\n".join(diagnostics_section(summary))
-    assert "rotation error mean / max | ill-defined frames" in text
+    assert "| MAD | rotation error mean / max | ill-defined frames | error on well-defined frames |" in text
+    header = next(line for line in text.splitlines() if line.startswith("| backbone + arm"))
+    rule = next(line for line in text.splitlines() if line.startswith("|---"))
+    assert header.count("|") == rule.count("|")
     assert "| 2.0e-02 / 3.0e-01 | 25% | 1.0e-02 / 2.0e-01 |" in text and "1.0e-15 / 4.0e-15" in text
     no_rot = {**summary, "diagnostics": {**summary["diagnostics"], "arms": [
         {k: v for k, v in arm.items() if not k.startswith("rotation")}]}}
     assert "rotation error" not in "\n".join(diagnostics_section(no_rot))
     assert _canon_cell({"canonicaliser_params": 1234}) == " (canon. 1,234)" and _canon_cell({}) == ""
+
+
+def test_study_table_names_the_task_heads_parameters_where_arms_differ_in_them():
+    from farfield.study.report import format_table
+    base = {"backbone": "schnet", "n": 2, "std": 1.0, "params": 14432, "sec_per_epoch": 1.0, "cpu_sec_per_epoch": 1.0,
+            "converged": 2, "assessable": 2}
+    groups = [{**base, "arm": "none", "mean": 29.4, "head_params": 1089},
+              {**base, "arm": "gigp", "mean": 36.3, "head_params": 1698}]
+    text = format_table({"metric": "test/mae", "groups": groups})
+    assert "| 14,432 + head 1,698 |" in text and "| 14,432 + head 1,089 |" in text
+    same = format_table({"metric": "test/mae", "groups": [groups[0], {**groups[1], "head_params": 1089}]})
+    assert "head" not in same.split("\n", 1)[1]

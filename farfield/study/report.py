@@ -37,12 +37,14 @@ def format_table(summary: dict) -> str:
              f"vs {wide}: diff [95% t-CI], d_z, p_Holm | params | s/epoch (CPU s) | converged |",
              "|---|---|---|---|---|---|---|---|"]
     nd = _digits(summary)
+    # the task head (node MLP, GIGP's orbit network) is outside the model's total; named where arms differ in it
+    heads = {g.get("head_params") for g in summary["groups"] if g.get("head_params") is not None}
     for g in summary["groups"]:
         vs_none = "baseline" if g["arm"] == control else _cmp(g.get("vs_control"), nd)
         vs_wide = "baseline" if g["arm"] == wide else ("-" if g["arm"] == control else _cmp(g.get("vs_wide"), nd))
         sd = f"{g['std']:.{nd}f}" if math.isfinite(g["std"]) else "n/a"
         lines.append(f"| {g['backbone']} | {g['arm']} | {g['mean']:.{nd}f} +- {sd} ({g['n']}) | {vs_none} | {vs_wide} "
-                     f"| {g['params']:,}{_canon_cell(g)} | {g['sec_per_epoch']:.2f} ({g['cpu_sec_per_epoch']:.2f}) "
+                     f"| {g['params']:,}{_canon_cell(g)}{_head_cell(g, len(heads) > 1)} | {g['sec_per_epoch']:.2f} ({g['cpu_sec_per_epoch']:.2f}) "
                      f"| {_converged_cell(g)} |")
     bl = summary.get("baselines") or {}
     if bl:
@@ -64,6 +66,12 @@ def _canon_cell(g: dict) -> str:
     """`` (canon. n)``: the trainable parameters of the arm's canonicaliser, part of the total, when it has any."""
     n = g.get("canonicaliser_params") or 0
     return f" (canon. {n:,})" if n else ""
+
+
+def _head_cell(g: dict, differ: bool) -> str:
+    """`` + head n``: the task head's parameters (outside the total), shown when the study's arms differ in them."""
+    n = g.get("head_params")
+    return f" + head {n:,}" if differ and n is not None else ""
 
 
 def _arms_table(groups) -> list[str]:
@@ -113,7 +121,7 @@ def diagnostics_section(summary: dict) -> list[str]:
                       "max |f(x)| (max), float64, over every test graph; ~1e-15 = exactly invariant. Ill-defined "
                       "frames = share of those graphs whose frame (FA / canonicaliser) is flagged degenerate; the last "
                       "column is the error on the others.")
-        lines[-2] = lines[-2][:-1] + " rotation error mean / max | ill-defined frames | error on well-defined frames |"
+        lines[-2] += " rotation error mean / max | ill-defined frames | error on well-defined frames |"
         lines[-1] += "---|---|---|"
     for a in diag["arms"]:
         m = means.get((a["backbone"], a["arm"]))
@@ -150,6 +158,7 @@ def write_outputs(out: Path, rows: list[dict], summary: dict, study) -> None:
         f = {k: v for k, v in r.items() if k not in ("curve", "params", "convergence", "test_by_target")}
         f.update({"params": r["params"]["total"], "long_range_params": r["params"]["long_range"],
                   "canonicaliser_params": r["params"].get("canonicaliser", 0),
+                  "head_params": r["params"].get("head"),
                   "converged": (r.get("convergence") or {}).get("converged"),
                   "rel_change_last20": (r.get("convergence") or {}).get("rel_change")})
         flat.append(f)

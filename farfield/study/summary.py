@@ -72,6 +72,7 @@ def summarize(rows: list[dict], study, baselines: dict | None = None) -> dict:
                  "values": {f"{r['split_seed']}/{r['seed']}": float(r[key]) for r in rs},
                  "params": rs[0]["params"]["total"], "long_range_params": rs[0]["params"]["long_range"],
                  "canonicaliser_params": rs[0]["params"].get("canonicaliser", 0),
+                 "head_params": rs[0]["params"].get("head"),
                  "sec_per_epoch": float(np.median(spe)) if spe else float("nan"),
                  "sec_per_epoch_range": [float(min(spe)), float(max(spe))] if spe else None,
                  "cpu_sec_per_epoch": float(np.median([r.get("cpu_sec_per_epoch") or np.nan for r in rs])),

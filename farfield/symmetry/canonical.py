@@ -59,7 +59,7 @@ from farfield.models.base import Backbone, BackboneOutput
 from farfield.symmetry.frames import FrameDegeneracyWarning, _in_frame
 
 __all__ = ["CANONICALISERS", "Canonicaliser", "Canonicalised", "EquivariantNetFrame", "Frames", "PCASignFrame",
-           "SignNetFrame", "VNFrame", "build_canonicaliser", "gram_schmidt", "wrap_canonicaliser"]
+           "SignNetFrame", "VNFrame", "gram_schmidt", "wrap_canonicaliser"]
 
 
 @dataclass
@@ -370,23 +370,3 @@ def wrap_canonicaliser(name: str, backbone: Backbone, spec, **options) -> Backbo
         return CANONICALISERS[name](backbone, spec, **options)
     except TypeError as e:
         raise ConfigError(f"canonicaliser {name!r}: bad options {sorted(options)} ({e})") from None
-
-
-def build_canonicaliser(name: str, spec, **options) -> Canonicaliser:
-    """The frame predictor alone (for analysis): ``signnet``, ``pca_sign``, ``vn_pointnet``, ``vn_dgcnn``,
-    ``learned``."""
-    options.pop("trainable", None)
-    wrapped = wrap_canonicaliser(name, _Identity(spec), spec, **options)
-    if not isinstance(wrapped, Canonicalised):
-        raise ConfigError(f"canonicaliser {name!r} averages frames; it has no single frame predictor")
-    return wrapped.canonicaliser
-
-
-class _Identity(Backbone):
-    symmetry = "none"
-
-    def __init__(self, spec):
-        super().__init__(spec)
-        self.hidden_s, self.hidden_v = 1, 0
-        self.layers = nn.ModuleList()
-

@@ -259,10 +259,15 @@ def _check(model, build, dtype, seed, group, claims, notes, tests, tolerance, na
     # frame averaging and canonicalisation claim their group only where their frames are defined: graphs with
     # degenerate frames (symmetric, planar, linear shapes) are reported separately, as not claimed (the
     # wrappers warn about them at run time)
+    # nested wrappers (a canonicaliser around a frame-averaged backbone) each have their own frames: a graph is
+    # set apart when any of them is ill-defined (eigen-gaps and vanishing vectors are rotation invariant, so
+    # asking an inner wrapper on the original coordinates gives the answer it meets on canonical ones)
     framed = [m for m in model.modules() if hasattr(m, "degenerate_graphs")]
     degen = None
     if framed and batch.pos is not None:
         d = framed[0].degenerate_graphs(batch)
+        for m in framed[1:]:
+            d = d | m.degenerate_graphs(batch)
         degen = d if bool(d.any()) else None
     approx = getattr(model, "approximate", None)
     gen = torch.Generator().manual_seed(seed)
