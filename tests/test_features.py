@@ -167,6 +167,19 @@ def test_beyond_error_is_default_and_names_the_problem(make):
 
 
 @pytest.mark.parametrize("make", [lambda **k: GaussianRBF(CUT, 8, **k), lambda **k: BesselRBF(CUT, 8, **k)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_beyond_error_tolerates_round_off_at_the_cutoff_but_not_longer_edges(make, dtype):
+    # an edge at the cutoff rotated into a canonical frame in float32 comes out a few ulps long: the same edge
+    basis = make()
+    d_cut = torch.tensor([CUT], dtype=dtype)
+    ulps = torch.nextafter(torch.nextafter(d_cut, d_cut + 1), d_cut + 1)              # 2 ulps past the cutoff
+    assert float(ulps) > CUT
+    assert torch.equal(basis(ulps), basis(d_cut))                                     # treated as at the cutoff
+    with pytest.raises(ConfigError, match="exceed the cutoff"):
+        basis(torch.tensor([CUT * (1 + 1e-3)], dtype=dtype))                          # a genuinely longer edge
+
+
+@pytest.mark.parametrize("make", [lambda **k: GaussianRBF(CUT, 8, **k), lambda **k: BesselRBF(CUT, 8, **k)])
 @pytest.mark.parametrize("envelope", [None, CosineEnvelope(CUT), PolynomialEnvelope(CUT)])
 def test_beyond_zero_gives_exact_zeros(make, envelope):
     out = make(envelope=envelope, beyond="zero")(D)

@@ -121,8 +121,11 @@ class _RadialBasis(nn.Module):
     def _check(self, d: Tensor) -> None:
         # one reduction and one host read (eager); under torch.compile no host sync / graph break: there
         # far distances poison the features with NaN instead (see _features)
-        if d.numel() and float(d.detach().max()) > self.cutoff:
-            far = d > self.cutoff
+        # round-off slack: an edge built at the cutoff and then rotated (frame averaging, canonicalisation) or
+        # recomputed in float32 can come out a few ulps longer; that is the same edge, not a long one
+        limit = self.cutoff * (1.0 + 1024 * torch.finfo(d.dtype).eps) if d.is_floating_point() else self.cutoff
+        if d.numel() and float(d.detach().max()) > limit:
+            far = d > limit
             raise ConfigError(
                 f"{type(self).__name__}(cutoff={self.cutoff}): {int(far.sum())} of {d.numel()} distances exceed "
                 f"the cutoff (max {float(d.max()):.3g}); choose beyond='zero' (drop them), beyond='clamp' "
@@ -135,6 +138,7 @@ class _RadialBasis(nn.Module):
                 out = self._basis(d)
                 return torch.where((d > self.cutoff).unsqueeze(-1), torch.full_like(out, float("nan")), out)
             self._check(d)
+            d = d.clamp(max=self.cutoff)          # within the round-off slack: the basis at the cutoff
         elif self.beyond == "clamp":
             d = d.clamp(max=self.cutoff)
         out = self._basis(d)
