@@ -94,3 +94,33 @@ def test_weighted_aggregation_is_a_smooth_mean():
     assert torch.allclose(m[0], msg[:3].sum(0) / smooth_count(torch.tensor(3.0, dtype=torch.float64)))
     assert m[1].abs().max() < 1e-8                       # an edge at the cutoff does not count fully
     assert torch.equal(aggregate(msg, idx, 3, "mean"), aggregate(msg, idx, 3, "mean", weight=None))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.mark.parametrize("dims", [((6, 3), (4, 2)), ((6, 0), (4, 1)), ((6, 3), (0, 0)), ((6, 0), (0, 0))])
+def test_split_first_message_equals_the_concatenated_form(dims):
+    # the first message GVP computed per node and gathered (split_first) is the same function as on the edge-wise
+    # concatenation [h_j, e_ji, h_i], forward and backward, with and without node / edge vectors
+    (si, vi), (se, ve) = dims
+    g = torch.Generator().manual_seed(0)
+    N, E = 7, 25
+    s = torch.randn(N, si, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(N, vi, 3, generator=g, dtype=torch.float64, requires_grad=True) if vi else None
+    es = torch.randn(E, se, generator=g, dtype=torch.float64)
+    ev = torch.randn(E, ve, 3, generator=g, dtype=torch.float64) if ve else None
+    ei = torch.randint(0, N, (2, E), generator=g)
+    torch.manual_seed(1)
+    split = GVPConv((si, vi), (5, 3), (se, ve), n_message=3).double()
+    plain = GVPConv((si, vi), (5, 3), (se, ve), n_message=3, split_first=False).double()
+    plain.load_state_dict(split.state_dict())
+    outs = []
+    for m in (split, plain):
+        os_, ov = m((s, v), ei, (es, ev))
+        grads = torch.autograd.grad((os_ ** 2).sum() + (ov ** 2).sum(), [t for t in (s, v) if t is not None])
+        outs.append((os_, ov, grads, m.message[0].ws.weight))
+    (a_s, a_v, a_g, _), (b_s, b_v, b_g, _) = outs
+    assert torch.allclose(a_s, b_s, atol=1e-12) and torch.allclose(a_v, b_v, atol=1e-12)
+    assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(a_g, b_g))
+    assert (a_s - b_s).abs().max() < 1e-12 and a_s.abs().max() > 1e-3                  # not trivially zero
