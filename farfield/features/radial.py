@@ -118,12 +118,15 @@ class _RadialBasis(nn.Module):
     def _basis(self, d: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def _limit(self, d: Tensor) -> float:
+        # round-off slack: an edge built at the cutoff and then rotated (frame averaging, canonicalisation) or
+        # recomputed in float32 can come out a few ulps longer; that is the same edge, not a long one
+        return self.cutoff * (1.0 + 1024 * torch.finfo(d.dtype).eps) if d.is_floating_point() else self.cutoff
+
     def _check(self, d: Tensor) -> None:
         # one reduction and one host read (eager); under torch.compile no host sync / graph break: there
         # far distances poison the features with NaN instead (see _features)
-        # round-off slack: an edge built at the cutoff and then rotated (frame averaging, canonicalisation) or
-        # recomputed in float32 can come out a few ulps longer; that is the same edge, not a long one
-        limit = self.cutoff * (1.0 + 1024 * torch.finfo(d.dtype).eps) if d.is_floating_point() else self.cutoff
+        limit = self._limit(d)
         if d.numel() and float(d.detach().max()) > limit:
             far = d > limit
             raise ConfigError(
@@ -135,8 +138,8 @@ class _RadialBasis(nn.Module):
         """The basis with the ``beyond`` policy applied, without the envelope."""
         if self.beyond == "error":
             if torch.compiler.is_compiling():
-                out = self._basis(d)
-                return torch.where((d > self.cutoff).unsqueeze(-1), torch.full_like(out, float("nan")), out)
+                out = self._basis(d.clamp(max=self.cutoff))
+                return torch.where((d > self._limit(d)).unsqueeze(-1), torch.full_like(out, float("nan")), out)
             self._check(d)
             d = d.clamp(max=self.cutoff)          # within the round-off slack: the basis at the cutoff
         elif self.beyond == "clamp":
