@@ -176,3 +176,20 @@ def test_frame_averaging_is_not_claimed_on_degenerate_graphs_only(capsys):
     degen = res[("rotation (degenerate frames)", "s")]
     assert not degen["claimed"] and degen["error"] > 1e-6          # measured and shown, not hidden
     assert "degenerate" in " ".join(rep["notes"])
+
+
+def test_check_on_periodic_systems_moves_the_cell_and_tests_lattice_translations(capsys):
+    assert main(["check", "--model", "schnet,fa_mpnn", "--long-range", "none,ewald,latent_charges", "--periodic",
+                 "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["inputs"] == ["rocksalt", "triclinic"] and out["ok"]
+    names = [m["model"] for m in out["models"]]
+    assert names == ["schnet", "schnet+latent_charges"]
+    assert any("fa_mpnn" in s and "frame averaging" in s for s in out["skipped"])
+    assert any(s.startswith("schnet+ewald") for s in out["skipped"])
+    for m in out["models"]:
+        lattice = [r for r in m["results"] if r["test"] == "lattice"]
+        assert lattice and all(r["claimed"] and r["error"] < 1e-12 for r in lattice)
+    assert main(["check", "--model", "schnet", "--periodic"]) == 0
+    assert "lattice" in capsys.readouterr().out
+    assert main(["check", "--model", "schnet", "--periodic", "--structure", "x.pdb"]) == 2

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="residue feature preset (default gvp: chiral sin(dihedral) and side-chain features, so the "
                         "pipeline is SE(3); parity_even: cos(dihedral) and polar vectors only, E(3); ca, ca_seq: "
                         "E(3); ca_angles, ca_bb, ca_sc: SE(3))")
+    c.add_argument("--periodic", action="store_true",
+                   help="check on the built-in periodic systems (rock-salt NaCl, a triclinic box) at atom level: "
+                        "rigid motions move the cell with the atoms and a 'lattice' test moves atoms by lattice "
+                        "vectors; models and strategies that cannot take a cell (frame averaging, canonicalisers, "
+                        "graph strategies, position-reading mechanisms other than latent_charges) are skipped")
     c.add_argument("--no-shapes", dest="shapes", action="store_false",
                    help="leave out the symmetric inputs (hexagon, octahedron, star, chain) checked by default")
     c.add_argument("--level", choices=["atom", "residue"], default="residue",
@@ -154,6 +159,9 @@ def _check_inputs(args):
     from farfield.io import example_path, read_structure
     from farfield.io.example import SYMMETRIC_SHAPES, symmetric_structure
 
+    if getattr(args, "periodic", False):
+        from farfield.io.example import PERIODIC_EXAMPLES, periodic_structure
+        return [periodic_structure(n) for n in PERIODIC_EXAMPLES], "built-in periodic systems"
     path = Path(args.structure) if args.structure else example_path()
     s = read_structure(path)
     items = [s]
@@ -187,7 +195,8 @@ def _check_pipeline(args, items, strategy=None):
             return reference
         Qn = Q.numpy()
         tn = 0.0 if t is None else t.numpy()
-        return Batch.from_data_list([feat(replace(s, coords=s.coords @ Qn.T + tn)) for s in items])
+        return Batch.from_data_list([feat(replace(s, coords=s.coords @ Qn.T + tn,
+                                                  cell=None if s.cell is None else s.cell @ Qn.T)) for s in items])
 
     return build, feat, edges
 
@@ -234,9 +243,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
     strategies = _check_strategies(args.long_range)
     canons = _check_canonicalisers(args.canonicaliser)
     dtype = torch.float64 if args.dtype == "float64" else torch.float32
+    if args.periodic:
+        if args.structure:
+            raise ConfigError("farfield check: give --periodic (the built-in periodic systems) or --structure, not both")
+        args.level = "atom"
     items, source = _check_inputs(args)
     pipelines = {}
+    periodic = any(s.cell is not None for s in items)
     for st in strategies:     # graph strategies change the edges; the others share the local graph
+        if periodic and st.is_graph:
+            continue          # refused on periodic inputs (skipped below)
         key = st.edge_spec("") if st.is_graph else ""
         if key not in pipelines:
             pipelines[key] = _check_pipeline(args, items, st if st.is_graph else None)
@@ -245,13 +261,27 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from farfield.symmetry.canonical import wrap_canonicaliser
     jobs = [(n, st, c) for n in names for st in strategies for c in canons
             if c == "none" or n not in ("gcn", "gine", "gatedgcn")]     # 2D baselines have no coordinates
+    skipped = []
+    if periodic:
+        from farfield.models.long_range import MECHANISMS
+        keep = []
+        for n, st, c in jobs:
+            mech = MECHANISMS.get(st.name)
+            why = ("frame averaging" if "fa_" in n else f"canonicaliser {c}" if c != "none"
+                   else f"graph strategy {st.name}" if st.is_graph
+                   else f"{st.name} reads coordinates without images"
+                   if mech is not None and getattr(mech, "needs_positions", False)
+                   and not getattr(mech, "supports_cell", False) else None)
+            (skipped.append(f"{n}+{st.name}" + ("" if c == "none" else f"[{c}]") + f" ({why})") if why
+             else keep.append((n, st, c)))
+        jobs = keep
     reports = []
     for n, st, canon in _progress(jobs, "check"):
         b_build, b_feat, _ = pipelines[st.edge_spec("") if st.is_graph else ""]
         b = b_build(None, None)
         # a radial cutoff spanning every edge of the graph (the check is about symmetry, not about cutoffs)
-        src, tgt = b.edge_index
-        longest = float((b.pos[src] - b.pos[tgt]).norm(dim=-1).max())
+        from farfield.models.base import edge_geometry
+        longest = float(edge_geometry(b.pos, b, None).dist.max())      # periodic batches: with lattice offsets
         opts = {} if n in ("gcn", "gine", "gatedgcn") else {"cutoff": longest + 1.0}
         torch.manual_seed(args.seed)
         spec = InputSpec.from_data(b)
@@ -269,14 +299,16 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps({"structure": source, "inputs": [s.name for s in items], "edges": edges,
                           "graphs": batch.num_graphs, "nodes": batch.num_nodes, "dtype": args.dtype,
                           "pipeline": pipeline, "long_range": [st.name for st in strategies],
-                          "canonicalisers": canons, "ok": ok,
+                          "canonicalisers": canons, "ok": ok, "skipped": skipped,
                           "models": [r.to_dict() for r in reports]}, indent=2))
     else:
         text = _format_check(reports, source, batch, edges, args.dtype, [s.name for s in items], feat)
-        own = [f"{st.name}: {pipelines[st.edge_spec('')][2]}" for st in strategies if st.is_graph]
+        own = [f"{st.name}: {pipelines[st.edge_spec('')][2]}" for st in strategies if st.is_graph and not periodic]
         if own:
             head, _, rest = text.partition("\n")
             text = head + "\ngraph strategies are checked on their own edges (" + "; ".join(own) + ")\n" + rest
+        if skipped:
+            text += f"\n\nskipped on periodic inputs ({len(skipped)}): " + ", ".join(skipped)
         print(text)
     return 0 if ok else 1
 
@@ -288,6 +320,8 @@ def _progress(items, desc):
 
 def _format_check(reports, source, batch, edges, dtype, inputs, feat) -> str:
     from farfield.symmetry import TESTS
+    # the lattice test applies to periodic inputs only: its column appears when some report has it
+    TESTS = tuple(t for t in TESTS if t != "lattice" or any(x.test == t for r in reports for x in r.results))
     lines = [f"symmetry check of the pipeline (structure -> features -> graph -> model) on {source} "
              f"({batch.num_graphs} graphs: {', '.join(inputs)}; {batch.num_nodes} nodes, edges {edges}, {dtype})",
              f"features: {feat.config.level} level"

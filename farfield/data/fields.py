@@ -29,6 +29,8 @@ Edge fields (E edges, row 0 = source j, row 1 = target i):
 ``edge_index``     [2, E] long          edges
 ``edge_type``      [E] long             index of the builder that made the edge (see ``edge_types``)
 ``edge_s``         [E, F_e] float       edge scalar features (residue level: sequence-offset encoding)
+``cell_shift``     [E, 3] long          periodic graphs only: the lattice image of the source, so that the
+                                        edge vector is ``pos[j] - pos[i] + cell_shift @ cell``
 =================  ===================  ============================================================
 
 Graph fields: ``y`` [1, T] float (graph labels), ``name`` (str), ``edge_types`` (str: the edge spec,
@@ -37,7 +39,8 @@ Graph fields: ``y`` [1, T] float (graph labels), ``name`` (str), ``edge_types`` 
 long (0 train, 1 val, 2 test: a dataset's official split, used instead of a random one),
 ``baseline_<name>`` [1, F] float (features of a study's reference baseline, e.g. ``baseline_composition``:
 amino-acid or atom-type composition), ``identity`` [1, 5] bool (DeepFRI test chains: below 30/40/50/70/95%
-sequence identity to the training set).
+sequence identity to the training set), ``cell`` [1, 3, 3] float (periodic systems only: rows are the lattice
+vectors a, b, c in Angstrom; periodic in all three directions; a batch stacks them to [B, 3, 3]).
 """
 POS = "pos"
 ATOM_TYPE = "atom_type"
@@ -61,8 +64,10 @@ SPLIT = "split"
 SEQRES_INDEX = "seqres_index"
 COMPONENT = "component"
 IDENTITY = "identity"
+CELL = "cell"
+CELL_SHIFT = "cell_shift"
 BASELINE_PREFIX = "baseline_"
 
 NODE_FIELDS = (POS, ATOM_TYPE, RES_TYPE, X_S, X_V, CHAIN_INDEX, RESIDUE_INDEX, SEQ_INDEX, BACKBONE, BACKBONE_MASK)
-EDGE_FIELDS = (EDGE_INDEX, EDGE_TYPE, EDGE_S)
+EDGE_FIELDS = (EDGE_INDEX, EDGE_TYPE, EDGE_S, CELL_SHIFT)
 GRAPH_FIELDS = (Y, NAME, EDGE_TYPES, GRAPH_KEY, GROUP, SPLIT)

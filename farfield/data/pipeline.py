@@ -16,7 +16,7 @@ from torch_geometric.data import Data
 
 from farfield._config import check_keys
 from farfield.data import fields as F
-from farfield.errors import ConfigError
+from farfield.errors import ConfigError, InputError
 from farfield.features.atoms import ELEMENT_PRESETS, ElementVocabulary
 from farfield.features.residues import (PRESETS, chi_atom_coords, residue_node_features,
                                         sequence_offset_encoding)
@@ -160,6 +160,8 @@ class Featuriser:
     def __call__(self, item: Structure | str | Path) -> Data:
         s = item if isinstance(item, Structure) else read_structure(item, self.config.read)
         data = self.atom_graph(s) if self.config.level == "atom" else self.residue_graph(s)
+        if getattr(s, "cell", None) is not None:
+            return self._periodic(s, data)
         e = self.graph(data.pos, chain=data[F.CHAIN_INDEX])
         data.edge_index, data.edge_type = e.edge_index, e.edge_type
         data[F.EDGE_TYPES] = "+".join(e.type_names)
@@ -168,6 +170,27 @@ class Featuriser:
             data[F.EDGE_S] = sequence_offset_encoding(
                 data[F.SEQ_INDEX][src] - data[F.SEQ_INDEX][tgt], self.config.seq_offset_dim,
                 data[F.CHAIN_INDEX][src] == data[F.CHAIN_INDEX][tgt], dtype=self.dtype)
+        data[F.NAME] = s.name
+        return data
+
+    def _periodic(self, s: Structure, data: Data) -> Data:
+        """A periodic structure (``s.cell``): every image within the radius of the edge spec (one ``radius``
+        builder, :func:`farfield.graphs.periodic.periodic_radius_graph`), lattice shifts in ``cell_shift``,
+        the cell in ``cell`` [1, 3, 3]."""
+        from farfield.graphs.builders import Radius
+        from farfield.graphs.periodic import periodic_radius_graph
+        b = self.graph.builders
+        if self.config.level != "atom" or len(b) != 1 or not isinstance(b[0], Radius) or b[0].max_neighbours \
+                or b[0].within_chain or self.graph.self_loops:
+            raise InputError(s.source, f"is periodic (has a cell); periodic graphs are built at atom level with a "
+                                       f"single plain radius builder (e.g. edges='radius:5'), not level="
+                                       f"{self.config.level!r}, edges={self.config.edges!r}")
+        cell = torch.from_numpy(s.cell)
+        edge_index, shift = periodic_radius_graph(data.pos.double(), cell, b[0].r)
+        data.edge_index, data.edge_type = edge_index, torch.zeros(edge_index.shape[1], dtype=torch.long)
+        data[F.CELL_SHIFT] = shift
+        data[F.CELL] = cell.to(self.dtype).reshape(1, 3, 3)
+        data[F.EDGE_TYPES] = b[0].spec()
         data[F.NAME] = s.name
         return data
 

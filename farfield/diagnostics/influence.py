@@ -700,8 +700,8 @@ def model_fn(module, kind: str = "node", dtype: torch.dtype = torch.float64) -> 
         b = _to_dtype(batch, dtype)
         if kind == "graph" or (kind == "node" and node_task):
             return m(b)
-        view, n, s = m._encode(b)
-        return s if kind == "embedding" else m.head(s)
+        view, n, s, energy = m._encode(b)
+        return s if kind == "embedding" else m.node_outputs(s, energy)
 
     fn.dtype = dtype
     fn.module = m

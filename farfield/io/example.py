@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["EXAMPLE_SEQUENCE", "EXAMPLE_SEED", "SYMMETRIC_SHAPES", "example_path", "peptide_pdb_block",
-           "symmetric_structure", "write_example"]
+__all__ = ["EXAMPLE_SEQUENCE", "EXAMPLE_SEED", "PERIODIC_EXAMPLES", "SYMMETRIC_SHAPES", "example_path",
+           "peptide_pdb_block", "periodic_structure", "symmetric_structure", "write_example"]
 
 EXAMPLE_SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQ"
 EXAMPLE_SEED = 7
@@ -82,6 +82,35 @@ def symmetric_structure(name: str):
     return Structure.from_arrays(x, ["C"] * n, atom_name=["CA"] * n, res_name=["GLY"] * n,
                                  res_seq=np.arange(1, n + 1), chain_id=["A"] * n, name=name,
                                  source=f"farfield:{name}")
+
+
+#: built-in periodic systems for the symmetry check: a thermally jittered rock-salt NaCl supercell (cubic cell)
+#: and a random Na/Cl box in a strongly triclinic cell (cell vectors neither orthogonal nor of equal length)
+PERIODIC_EXAMPLES = ("rocksalt", "triclinic")
+
+
+def periodic_structure(name: str, seed: int = 0):
+    """A small periodic :class:`~farfield.io.Structure` with a ``cell`` (see :data:`PERIODIC_EXAMPLES`):
+    ``rocksalt``: 2 x 2 x 2 conventional NaCl cells (a = 5.64 A, 64 ions) with 0.15 A Gaussian jitter;
+    ``triclinic``: 20 ions (Na, Cl alternating) uniformly in the cell rows [[7, 0, 0], [2, 6, 0], [1, 1.5, 6.5]],
+    some of them outside it (positions need not be wrapped)."""
+    from farfield.io.structure import Structure
+    rng = np.random.default_rng(seed)
+    if name == "rocksalt":
+        a = 5.64
+        fcc = np.array([[0, 0, 0], [0, 0.5, 0.5], [0.5, 0, 0.5], [0.5, 0.5, 0]])
+        basis = np.concatenate([fcc, fcc + 0.5])                       # Na at fcc sites, Cl shifted by a/2
+        cells = np.stack(np.meshgrid(*[np.arange(2)] * 3, indexing="ij"), -1).reshape(-1, 1, 3)
+        x = ((basis[None] + cells).reshape(-1, 3) * a) + rng.normal(0, 0.15, (64, 3))
+        el = (["Na"] * 4 + ["Cl"] * 4) * 8
+        cell = np.eye(3) * 2 * a
+    elif name == "triclinic":
+        cell = np.array([[7.0, 0, 0], [2.0, 6.0, 0], [1.0, 1.5, 6.5]])
+        x = (rng.random((20, 3)) * 1.2 - 0.1) @ cell
+        el = ["Na", "Cl"] * 10
+    else:
+        raise ValueError(f"unknown periodic example {name!r}; choose from {PERIODIC_EXAMPLES}")
+    return Structure.from_arrays(x, el, name=name, source=f"farfield:{name}", cell=cell)
 
 
 if __name__ == "__main__":

@@ -328,8 +328,33 @@ def _xyz_float(tok: str, path: Path, line_no: int) -> float:
         raise InputError(path, f"line {line_no}: {tok!r} is not a number") from None
 
 
+def _extxyz_cell(comment: str, path: Path, line_no: int):
+    """The cell of an extended-XYZ comment line (``Lattice="ax ay az bx by bz cx cy cz"``, rows a, b, c) -> float64
+    [3, 3], or None without one or with ``pbc="F F F"``. Partial periodicity is refused (not supported)."""
+    import re
+    m = re.search(r'Lattice\s*=\s*"([^"]*)"', comment)
+    if m is None:
+        return None
+    vals = m.group(1).split()
+    if len(vals) != 9:
+        raise InputError(path, f"line {line_no}: Lattice needs 9 numbers (a, b, c), found {len(vals)}")
+    cell = np.array([_xyz_float(v, path, line_no) for v in vals]).reshape(3, 3)
+    p = re.search(r'pbc\s*=\s*"([^"]*)"', comment)
+    flags = p.group(1).split() if p is not None else ["T", "T", "T"]
+    periodic = [f.upper() in ("T", "TRUE", "1") for f in flags]
+    if len(periodic) != 3:
+        raise InputError(path, f"line {line_no}: pbc needs three flags, found {p.group(1)!r}")
+    if not any(periodic):
+        return None
+    if not all(periodic):
+        raise InputError(path, f"line {line_no}: pbc={p.group(1)!r}: only fully periodic cells (or none) are "
+                               "supported")
+    return cell
+
+
 def read_xyz(path: str | Path) -> list[Structure]:
-    """Read every frame of an XYZ file (standard or QM9 extended XYZ).
+    """Read every frame of an XYZ file (standard, extended XYZ with ``Lattice="..."`` (-> ``Structure.cell``;
+    ``pbc`` must be all true or all false), or QM9 extended XYZ).
 
     QM9 (``line 2 = 'gdb N' + 15 properties``): the 15 targets go to ``properties`` under
     :data:`QM9_TARGETS` (energies in Hartree, as in the file), the fifth atom column to
@@ -364,6 +389,7 @@ def read_xyz(path: str | Path) -> list[Structure]:
             props = {name: _xyz_float(t, path, i + 2) for name, t in zip(QM9_TARGETS, ctoks[2:])}
             props["gdb_index"] = int(ctoks[1])
             props["_qm9"] = True
+        cell = _extxyz_cell(comment, path, i + 2)
         els, xyz, q = [], [], []
         for k in range(n):
             ln = i + 2 + k
@@ -379,7 +405,7 @@ def read_xyz(path: str | Path) -> list[Structure]:
         frames.append(Structure.from_arrays(np.array(xyz), els, source=str(path),
                                             name=(f"gdb_{props['gdb_index']}" if "gdb_index" in props
                                                   else path.name.split(".")[0]),
-                                            model=len(frames) + 1, properties=props))
+                                            model=len(frames) + 1, properties=props, cell=cell))
         i += 2 + n
     if not frames:
         raise InputError(path, "contains no XYZ frames")

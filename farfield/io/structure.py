@@ -22,7 +22,9 @@ charge         int64 [N]       formal charge (0 when absent)
 
 plus metadata: ``source`` (the file it came from), ``name``, ``model`` (the selected model's 1-based
 position in the file), ``n_models``, ``properties`` (scalar targets such as QM9's) and, for small
-molecules, ``bonds`` ([B, 2] atom indices) and ``bond_order`` ([B]).
+molecules, ``bonds`` ([B, 2] atom indices) and ``bond_order`` ([B]); periodic systems (crystals, solvated
+boxes) carry ``cell`` (float64 [3, 3], rows are the lattice vectors a, b, c in Angstrom; periodic in all three
+directions; None for molecules and proteins).
 
 Selections (:class:`ReadOptions`) are applied by :func:`apply_options` in a fixed, documented order:
 model -> altloc policy -> hydrogens -> waters -> hetero groups -> chains.
@@ -122,9 +124,18 @@ class Structure:
     properties: dict = field(default_factory=dict)
     bonds: np.ndarray | None = None
     bond_order: np.ndarray | None = None
+    cell: np.ndarray | None = None
 
     def __post_init__(self):
         n = len(self.coords)
+        if self.cell is not None:
+            cell = np.asarray(self.cell, dtype=np.float64)
+            if cell.shape != (3, 3) or not np.isfinite(cell).all():
+                raise InputError(self.source, f"cell must be a finite 3 x 3 matrix (rows = lattice vectors), got "
+                                              f"shape {cell.shape}")
+            if abs(np.linalg.det(cell)) < 1e-6 * max(np.prod(np.linalg.norm(cell, axis=1)), 1e-300):
+                raise InputError(self.source, "cell is singular (its lattice vectors are coplanar)")
+            self.cell = cell
         self.coords = np.ascontiguousarray(np.asarray(self.coords, dtype=np.float64).reshape(n, 3))
         for name in _ATOM_FIELDS[1:]:
             arr = np.asarray(getattr(self, name))

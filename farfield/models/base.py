@@ -45,7 +45,7 @@ from farfield.data import fields as F
 from farfield.errors import ConfigError, InputError
 
 __all__ = ["GROUPS", "InputSpec", "NodeState", "BackboneOutput", "EdgeGeometry", "Backbone", "LayerHooks",
-           "edge_geometry", "default_radial", "two_range_options"]
+           "edge_geometry", "default_radial", "two_range_options", "lattice_offsets", "is_periodic", "refuse_periodic"]
 
 #: symmetry claims: E(3) = rotations, reflections, translations; SE(3) = rotations, translations;
 #: T(3) = translations only; none = no geometric claim. Permutation equivariance is always claimed.
@@ -96,13 +96,17 @@ class BackboneOutput:
     v: Tensor | None = None
     t: Tensor | None = None
     pos: Tensor | None = None
+    #: per-node energy [N] of a long-range mechanism with an energy readout (``latent_charges(energy=True)``):
+    #: graph-level regression heads add it to their per-node output before sum pooling
+    node_energy: Tensor | None = None
 
 
 @dataclass
 class EdgeGeometry:
     """Per-edge geometry, computed once per forward (or per layer when positions move).
 
-    ``edge_index`` [2, E] (row 0 = source j, row 1 = target i), ``vec`` [E, 3] = pos_j - pos_i,
+    ``edge_index`` [2, E] (row 0 = source j, row 1 = target i), ``vec`` [E, 3] = pos_j - pos_i (+ the
+    lattice offset ``cell_shift @ cell`` in periodic batches, :func:`lattice_offsets`),
     ``dist`` [E], ``unit`` [E, 3] (zero for zero-length edges), ``rbf`` [E, K] radial basis of ``dist``
     (without its envelope), ``edge_s`` [E, F_e] or None, ``batch`` [N], ``num_nodes``, ``weight`` [E]: the
     envelope weight every layer multiplies its whole edge message by (None = unweighted messages)."""
@@ -118,6 +122,34 @@ class EdgeGeometry:
     weight: Tensor | None = None
 
 
+def lattice_offsets(batch, edge_graph: Tensor, dtype) -> Tensor | float:
+    """The periodic part of the edge vectors: ``cell_shift @ cell`` [E, 3] of each edge's graph (``edge_graph``
+    [E]), or 0 for an aperiodic batch (no ``cell_shift``). Rotating ``pos`` and ``cell`` together rotates it."""
+    shift = getattr(batch, F.CELL_SHIFT, None)
+    if shift is None:
+        return 0.0
+    cell = getattr(batch, F.CELL, None)
+    if cell is None:
+        name = getattr(batch, F.NAME, None)
+        raise InputError(name if isinstance(name, str) else "batch", "has lattice shifts 'cell_shift' but no 'cell'")
+    cell = cell.reshape(-1, 3, 3).to(dtype)
+    return torch.einsum("ea,eab->eb", shift.to(dtype), cell.index_select(0, edge_graph))
+
+
+def is_periodic(batch) -> bool:
+    """Whether ``batch`` carries a periodic cell (:data:`farfield.data.fields.CELL`)."""
+    return getattr(batch, F.CELL, None) is not None
+
+
+def refuse_periodic(batch, who: str, why: str) -> None:
+    """Raise :class:`InputError` naming the batch when it is periodic: ``who`` cannot handle a cell (``why``)."""
+    if is_periodic(batch):
+        name = getattr(batch, F.NAME, None)
+        if not isinstance(name, str):
+            name = ", ".join(name[:3]) if isinstance(name, (list, tuple)) and name else "batch"
+        raise InputError(name, f"is periodic (has a cell); {who} {why}")
+
+
 def edge_geometry(pos: Tensor, batch, radial: nn.Module | None) -> EdgeGeometry:
     """Edge vectors, lengths, unit vectors, radial features and envelope weights of ``batch.edge_index`` on
     ``pos``. A radial module with ``edge_features(dist, edge_type)`` (every basis in
@@ -126,13 +158,14 @@ def edge_geometry(pos: Tensor, batch, radial: nn.Module | None) -> EdgeGeometry:
     ei = batch[F.EDGE_INDEX]
     src, tgt = ei
     vec = pos.index_select(0, src) - pos.index_select(0, tgt)
-    dist = vec.norm(dim=-1)
-    unit = vec / dist.clamp(min=1e-9).unsqueeze(-1)
-    unit = torch.where((dist > 1e-9).unsqueeze(-1), unit, torch.zeros_like(unit))
     b = getattr(batch, "batch", None)
     n = pos.shape[0]
     if b is None:
         b = torch.zeros(n, dtype=torch.long, device=pos.device)
+    vec = vec + lattice_offsets(batch, b.index_select(0, tgt), pos.dtype)
+    dist = vec.norm(dim=-1)
+    unit = vec / dist.clamp(min=1e-9).unsqueeze(-1)
+    unit = torch.where((dist > 1e-9).unsqueeze(-1), unit, torch.zeros_like(unit))
     es = getattr(batch, F.EDGE_S, None)
     if radial is None:
         rbf, weight = None, None

@@ -55,7 +55,7 @@ from torch_geometric.utils import scatter
 
 from farfield.data import fields as F
 from farfield.errors import ConfigError
-from farfield.models.base import Backbone, BackboneOutput
+from farfield.models.base import refuse_periodic, Backbone, BackboneOutput
 from farfield.symmetry.frames import FrameDegeneracyWarning, _in_frame
 
 __all__ = ["CANONICALISERS", "Canonicaliser", "Canonicalised", "EquivariantNetFrame", "Frames", "PCASignFrame",
@@ -311,6 +311,8 @@ class Canonicalised(Backbone):
 
     def forward(self, batch, between=None) -> BackboneOutput:
         self._check_batch(batch)
+        refuse_periodic(batch, "canonicalisation", "rotates coordinates into per-graph frames built from the centroid and "
+                        "covariance, which a lattice translation of one atom changes")
         b, B = self._index(batch)
         fr = self.canonicaliser.frames(batch, b, B)
         if bool(fr.degenerate.any()) and not getattr(self, "_warned", False):

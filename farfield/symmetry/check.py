@@ -9,7 +9,13 @@ error of every output under
 * ``reflection``: the same with an improper rotation (det -1), for E(3) claims;
 * ``translation``: coordinates shifted by a random vector;
 * ``permutation``: nodes shuffled within their graphs (edges relabelled); outputs must be shuffled alike;
-* ``batching``: the batched outputs must equal each graph's outputs computed alone.
+* ``batching``: the batched outputs must equal each graph's outputs computed alone;
+* ``lattice`` (periodic batches only, those with a ``cell``): random atoms moved by random integer
+  combinations of their cell's lattice vectors (the lattice shifts of their edges adjusted so every edge
+  joins the same images); invariant outputs must not change, coordinate outputs move with their atoms.
+
+Periodic batches: rotations and reflections act on the cell too (``cell Q^T``, rows are lattice vectors),
+so the check covers cell-consistent rigid motions; lattice translations are claimed with ``translation``.
 
 An output passes when ``max |error| <= tol * max(1, max |reference|)`` (tol 1e-9 in float64, 1e-4 in
 float32). Tests the model does not claim are reported but cannot fail (``claimed = False``).
@@ -32,12 +38,12 @@ from torch_geometric.data import Batch
 from farfield.errors import ConfigError
 from farfield.models._irreps import restore_wigner
 from farfield.models.base import GROUPS, BackboneOutput
-from farfield.symmetry.transforms import (cast_batch, permute_batch, random_rotation, reflection, transform_batch,
-                                          within_graph_permutation)
+from farfield.symmetry.transforms import (cast_batch, lattice_translate, permute_batch, random_rotation, reflection,
+                                          transform_batch, within_graph_permutation)
 
 __all__ = ["TESTS", "TOLERANCES", "SymmetryResult", "SymmetryReport", "check_pipeline", "check_symmetry"]
 
-TESTS = ("rotation", "reflection", "translation", "permutation", "batching")
+TESTS = ("rotation", "reflection", "translation", "permutation", "batching", "lattice")
 TOLERANCES = {torch.float64: 1e-9, torch.float32: 1e-4}
 
 
@@ -93,12 +99,12 @@ def _outputs(out) -> dict[str, Tensor]:
     if torch.is_tensor(out):
         return {"s": out}
     if isinstance(out, BackboneOutput):
-        return {k: getattr(out, k) for k in ("s", "v", "t", "pos") if getattr(out, k) is not None}
+        return {k: getattr(out, k) for k in ("s", "v", "t", "pos", "node_energy") if getattr(out, k) is not None}
     raise ConfigError(f"check_symmetry: model returned {type(out).__name__}; expected a tensor or BackboneOutput")
 
 
 def _expected(name: str, ref: Tensor, Q: Tensor, t: Tensor | None, irreps_t) -> Tensor:
-    if name == "s":
+    if name in ("s", "node_energy"):
         return ref
     if name == "v":
         return ref @ Q.T
@@ -244,7 +250,7 @@ def _approximate_error(model, make, ref, gen, test, irreps_t, dtype, degen, batc
 
 
 def _check(model, build, dtype, seed, group, claims, notes, tests, tolerance, name, n_approx=8) -> SymmetryReport:
-    claims = set(claims) | {"batching"}
+    claims = set(claims) | {"batching"} | ({"lattice"} if "translation" in claims else set())
     tol = tolerance if tolerance is not None else TOLERANCES.get(dtype, 1e-4)
     model = restore_wigner(copy.deepcopy(model).to(dtype)).eval()
 
@@ -284,7 +290,7 @@ def _check(model, build, dtype, seed, group, claims, notes, tests, tolerance, na
                                       f"expected {tuple(e.shape)} (did the transformed input build another graph?)")
                 diff = (got[k] - e).abs()
                 rows = degen[where_batch.batch] if degen is not None and e.shape[:1] == where_batch.batch.shape \
-                    and test in ("rotation", "reflection", "translation", "permutation", "batching") else None
+                    and test in ("rotation", "reflection", "translation", "permutation", "batching", "lattice") else None
                 if rows is not None:
                     for name, sel, claimed in ((test, ~rows, test in claims),
                                                (f"{test} (degenerate frames)", rows, False)):
@@ -317,6 +323,12 @@ def _check(model, build, dtype, seed, group, claims, notes, tests, tolerance, na
                 perm = within_graph_permutation(batch.batch, gen)
                 got = _outputs(model(permute_batch(batch, perm)))
                 add(test, got, {k: r[perm] for k, r in ref.items()}, batch)
+            elif test == "lattice":
+                if getattr(batch, "cell", None) is None:
+                    continue
+                moved, offset = lattice_translate(batch, gen)
+                got = _outputs(model(moved))
+                add(test, got, {k: (r + offset.to(r.dtype) if k == "pos" else r) for k, r in ref.items()}, batch)
             elif test == "batching":
                 if batch.num_graphs < 2:
                     continue

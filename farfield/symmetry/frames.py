@@ -22,7 +22,7 @@ from torch_geometric.utils import scatter
 
 from farfield.data import fields as F
 from farfield.errors import ConfigError
-from farfield.models.base import Backbone, BackboneOutput
+from farfield.models.base import refuse_periodic, Backbone, BackboneOutput
 
 __all__ = ["FrameAveraging", "FrameDegeneracyWarning", "degenerate_frames", "pca_frames", "COORD_FIELDS", "VECTOR_FIELDS"]
 
@@ -144,6 +144,8 @@ class FrameAveraging(Backbone):
 
     def forward(self, batch, between=None) -> BackboneOutput:
         self._check_batch(batch)
+        refuse_periodic(batch, "frame averaging", "rotates coordinates into per-graph frames built from the centroid and "
+                        "covariance, which a lattice translation of one atom changes")
         pos = batch[F.POS]
         b = getattr(batch, "batch", None)
         if b is None:

@@ -11,7 +11,7 @@ from farfield.data import fields as F
 from farfield.symmetry.frames import COORD_FIELDS, VECTOR_FIELDS
 
 __all__ = ["random_rotation", "reflection", "transform_batch", "permute_batch", "within_graph_permutation",
-           "cast_batch"]
+           "cast_batch", "lattice_translate"]
 
 
 def random_rotation(gen: torch.Generator, dtype=torch.float64) -> Tensor:
@@ -46,11 +46,37 @@ def transform_batch(batch, Q: Tensor, t: Tensor | None = None):
         if x is not None:
             y = x @ Q.T.to(x.dtype)
             out[key] = y + t.to(x.dtype) if t is not None else y
-    for key in VECTOR_FIELDS:
+    for key in VECTOR_FIELDS + (F.CELL,):
         x = getattr(batch, key, None)
         if x is not None:
             out[key] = x @ Q.T.to(x.dtype)
     return out
+
+
+def lattice_translate(batch, gen: torch.Generator, max_shift: int = 2):
+    """Copy of a periodic ``batch`` with about half of the atoms moved by random integer combinations ``n`` of
+    their cell's lattice vectors (``pos + n @ cell``; coordinate fields alike) and the lattice shifts of
+    their edges adjusted (``cell_shift - n[src] + n[tgt]``) so that every edge joins the same images
+    -> (batch, offsets [N, 3]: what each atom moved by)."""
+    pos = batch[F.POS]
+    cell = batch[F.CELL].reshape(-1, 3, 3)
+    n_atoms = pos.shape[0]
+    b = getattr(batch, "batch", None)
+    b = torch.zeros(n_atoms, dtype=torch.long) if b is None else b
+    n = torch.randint(-max_shift, max_shift + 1, (n_atoms, 3), generator=gen)
+    n = n * (torch.rand(n_atoms, 1, generator=gen) < 0.5)
+    offset = torch.einsum("na,nab->nb", n.to(pos.dtype), cell.to(pos.dtype)[b])
+    out = copy.copy(batch)
+    for key in COORD_FIELDS:
+        x = getattr(batch, key, None)
+        if x is not None:
+            out[key] = x + (offset if x.dim() == 2 else offset.unsqueeze(1)).to(x.dtype)
+    src, tgt = batch[F.EDGE_INDEX]
+    shift = getattr(batch, F.CELL_SHIFT, None)
+    if shift is None:
+        shift = torch.zeros(src.shape[0], 3, dtype=torch.long)
+    out[F.CELL_SHIFT] = shift - n[src].to(shift.dtype) + n[tgt].to(shift.dtype)
+    return out, offset
 
 
 def within_graph_permutation(batch_vec: Tensor, gen: torch.Generator) -> Tensor:

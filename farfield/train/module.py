@@ -13,6 +13,7 @@ from torch import nn
 
 from farfield.data import fields as F
 from farfield.errors import ConfigError, FarfieldError, InputError
+from farfield.models.base import BackboneOutput, refuse_periodic
 from farfield.models.denoising import NOISE_TARGET, DenoisingHead, denoising_loss
 from farfield.models.readout import GIGP, pool
 from farfield.train.config import TASK_METRICS
@@ -272,6 +273,14 @@ class TaskModule(L.LightningModule):
                                   "read coordinates (choose task.pooling=sum, mean or max for a 2D backbone)")
             # only here, so that modules of the other poolings keep their parameters (and checkpoints)
             self.gigp = GIGP(d if self.pair else k)
+        self.energy_readout = any(getattr(m, "name", None) == "latent_charges" and getattr(m, "energy", False)
+                                  for m in model.modules())
+        if self.energy_readout and (task.kind != "graph_regression" or task.pooling != "sum" or self.pair
+                                    or k != 1):
+            raise ConfigError("latent_charges(energy=true) adds the latent charges' Coulomb energy to a graph-level "
+                              "prediction: it needs task.kind=graph_regression with one target, task.pooling=sum and "
+                              f"single-structure items (got kind {task.kind}, {k} output(s), pooling {task.pooling}"
+                              f"{', pairs' if self.pair else ''})")
         self.denoiser = None
         if task.noisy_nodes > 0:
             if not getattr(model, "uses_positions", True):
@@ -319,8 +328,18 @@ class TaskModule(L.LightningModule):
         return view, 2 * n
 
     def _encode(self, batch):
+        """-> (the backbone's batch view, number of graphs, node scalars s [N, d], per-node energy [N] or None)."""
         view, n = self._graphs(batch)
-        return view, n, self.model(view).s
+        if self.task.pooling == "gigp":
+            refuse_periodic(view, "task.pooling=gigp", "pools radial shells about the centroid, without images")
+        if self.denoiser is not None:
+            refuse_periodic(view, "task.noisy_nodes", "denoises coordinates without periodic images")
+        out = self.model(view)
+        energy = out.node_energy if isinstance(out, BackboneOutput) else None
+        if self.energy_readout and energy is None:
+            raise ConfigError("the model has a latent-charge energy readout (latent_charges(energy=true)) but its "
+                              "output carries no node_energy (a wrapper dropped it?)")
+        return view, n, out.s, energy
 
     def _pool(self, x, view, n):
         """Pool node rows ``x`` [N, c] of ``view`` per graph -> [n, c] with ``task.pooling``."""
@@ -333,11 +352,17 @@ class TaskModule(L.LightningModule):
                                           "none (choose task.pooling=sum, mean or max)")
         return self.gigp(x, pos, batch, n)
 
-    def _head(self, view, n, s):
+    def node_outputs(self, s, energy=None):
+        """The head's per-node output [N, k] (before pooling), plus the latent-charge energy [N] when the model
+        has an energy readout."""
+        out = self.head(s)
+        return out if energy is None else out + energy.unsqueeze(-1).to(out.dtype)
+
+    def _head(self, view, n, s, energy=None):
         if self.pair:
             z = self._pool(s, view, n)                                      # [2B, d]: orig, mutated, orig, ...
             return self.head(z.reshape(n // 2, -1))                         # [B, 2d] -> [B, k]
-        out = self.head(s)
+        out = self.node_outputs(s, energy)
         if self.task.kind != "node_regression":
             out = self._pool(out, view, n)
         return out
@@ -353,7 +378,7 @@ class TaskModule(L.LightningModule):
         """The denoising head's prediction of the normalised noise ``eps`` [N, 3] for ``batch``'s positions."""
         if self.denoiser is None:
             raise ConfigError("denoise() needs task.noisy_nodes > 0")
-        view, n, s = self._encode(batch)
+        view, n, s, _ = self._encode(batch)
         return self.denoiser(s, view.pos, view.edge_index)
 
     def _augment(self, batch):
@@ -377,8 +402,8 @@ class TaskModule(L.LightningModule):
                 m.update(*args, **m._filter_kwargs(**kwargs))
 
     def _step(self, batch, stage: str):
-        view, n, s = self._encode(batch)
-        out = self._head(view, n, s)
+        view, n, s, energy = self._encode(batch)
+        out = self._head(view, n, s, energy)
         denoise = None
         if stage == "train" and self.denoiser is not None:
             eps = getattr(batch, NOISE_TARGET, None)

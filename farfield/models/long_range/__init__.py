@@ -13,6 +13,9 @@ strategy            what                                        where           
 ``neural_atoms``    Neural Atoms (Li et al. 2024)               :class:`NeuralAtoms`     O(N K d)
 ``ewald``           Ewald message passing, aperiodic            :class:`EwaldMP`         O(N |k| d)
 ``attention``       global multi-head attention (GPS)           :class:`GlobalAttention` O(N^2 d)
+``latent_charges``  learned latent charges, exact screened      :class:`LatentCharges`   O(N^2 C) /
+                    Coulomb potential (after LES, Cheng 2025);                           PME O(N log N)
+                    periodic cells via torch-pme
 ==================  ==========================================  =======================  ===========
 
 Graph strategies need radial features that span their edges: :meth:`Strategy.backbone_options` sets the
@@ -29,11 +32,12 @@ from farfield.errors import ConfigError
 from farfield.models.long_range.attention import GlobalAttention
 from farfield.models.long_range.base import PLACEMENTS, Context, LongRange, WithLongRange
 from farfield.models.long_range.ewald import EwaldMP, k_grid, k_shells, svd_frame_coordinates
+from farfield.models.long_range.latent_charges import LatentCharges
 from farfield.models.long_range.neural_atoms import NeuralAtomBlock, NeuralAtoms
 from farfield.models.long_range.virtual_node import VirtualNode
 
 __all__ = ["MECHANISMS", "GRAPH_STRATEGIES", "STRATEGIES", "PLACEMENTS", "Context", "EwaldMP", "GlobalAttention",
-           "LongRange", "NeuralAtomBlock", "NeuralAtoms", "Strategy", "VirtualNode", "WithLongRange",
+           "LatentCharges", "LongRange", "NeuralAtomBlock", "NeuralAtoms", "Strategy", "VirtualNode", "WithLongRange",
            "build_strategy", "k_grid", "k_shells", "spanning_cutoff", "svd_frame_coordinates"]
 
 #: module mechanisms: name -> constructor ``f(dim, num_layers, **options)``
@@ -43,6 +47,7 @@ MECHANISMS = {
     "neural_atoms": NeuralAtoms,
     "ewald": EwaldMP,
     "attention": GlobalAttention,
+    "latent_charges": LatentCharges,
 }
 
 #: graph strategies: name -> (default options, how the local edge spec changes)

@@ -18,6 +18,7 @@ output never depends on the other graphs of its batch.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -36,18 +37,21 @@ PLACEMENTS = ("after", "parallel")
 @dataclass
 class Context:
     """Per-forward-pass state shared by a mechanism's layers: ``batch`` [N], ``num_graphs``, ``counts`` [B]
-    (nodes per graph), and ``memory`` for the mechanism's own state (the virtual nodes, cached frames)."""
+    (nodes per graph), ``cell`` [B, 3, 3] (periodic batches: rows are lattice vectors; None otherwise) and
+    ``memory`` for the mechanism's own state (the virtual nodes, cached frames)."""
 
     batch: Tensor
     num_graphs: int
     counts: Tensor
     memory: dict = field(default_factory=dict)
+    cell: Tensor | None = None
 
 
 class LongRange(nn.Module):
     """Base class of long-range mechanisms.
 
-    Subclasses set ``name``, ``default_placement`` and ``needs_positions`` and implement
+    Subclasses set ``name``, ``default_placement``, ``needs_positions`` (and ``supports_cell`` when they read
+    coordinates in a way that respects a periodic cell: ``ctx.cell``) and implement
     :meth:`update` ``(i, s [N, d], pos [N, 3], ctx) -> ds [N, d]`` (or None for no update at layer i).
 
     Args:
@@ -60,6 +64,7 @@ class LongRange(nn.Module):
     name: ClassVar[str] = "none"
     default_placement: ClassVar[str] = "after"
     needs_positions: ClassVar[bool] = False
+    supports_cell: ClassVar[bool] = False
 
     def __init__(self, dim: int, num_layers: int, scale: float = 1.0, placement: str | None = None):
         super().__init__()
@@ -90,7 +95,9 @@ class _Hooks(LayerHooks):
         if b is None:
             b = torch.zeros(n, dtype=torch.long, device=state.s.device)
         B = int(batch.num_graphs) if hasattr(batch, "num_graphs") else (int(b.max()) + 1 if n else 0)
-        self.ctx = Context(b, B, torch.bincount(b, minlength=B))
+        cell = getattr(batch, F.CELL, None)
+        self.ctx = Context(b, B, torch.bincount(b, minlength=B),
+                           cell=None if cell is None else cell.reshape(-1, 3, 3).to(state.s.dtype))
         self.m.start(self.ctx, state)
         if isinstance(self.inner, LayerHooks):
             self.inner.start(state, batch)
@@ -156,4 +163,16 @@ class WithLongRange(Backbone):
             name = getattr(batch, F.NAME, None)
             raise InputError(name if isinstance(name, str) else "batch",
                              f"long-range mechanism {self.long_range.name!r} needs coordinates 'pos'")
-        return self.backbone(batch, between=_Hooks(self.long_range, between))
+        if (self.long_range.needs_positions and not self.long_range.supports_cell
+                and getattr(batch, F.CELL, None) is not None):
+            name = getattr(batch, F.NAME, None)
+            raise InputError(name if isinstance(name, str) else "batch",
+                             f"is periodic (has a cell) but long-range mechanism {self.long_range.name!r} reads "
+                             "coordinates without periodic images; use latent_charges (Ewald / PME in the cell) or "
+                             "a mechanism that reads node features only (virtual_node, attention)")
+        hooks = _Hooks(self.long_range, between)
+        out = self.backbone(batch, between=hooks)
+        energy = hooks.ctx.memory.get("node_energy") if hooks.ctx is not None else None
+        if energy is not None:
+            out = dataclasses.replace(out, node_energy=energy)
+        return out
