@@ -197,7 +197,7 @@ def test_task_module_with_gigp_trains_one_step():
     assert isinstance(m.gigp, GIGP) and m.gigp.dim == 1
     b = Batch.from_data_list(_graphs())
     # at initialisation the readout is the sum of the node head's outputs
-    view, n, s = m._encode(b)
+    view, n, s, _ = m._encode(b)
     with torch.no_grad():
         assert torch.allclose(m._head(view, n, s), pool(m.head(s), b.batch, "sum", n), atol=1e-6)
     opt = torch.optim.SGD(m.parameters(), lr=0.1)
@@ -260,7 +260,7 @@ def test_pair_items_pool_each_component_with_gigp():
                           component=torch.cat([torch.zeros(a, dtype=torch.long), torch.ones(c, dtype=torch.long)]),
                           y=torch.tensor([[float(k % 2)]], dtype=torch.float64), name=f"pair{k}"))
     b = Batch.from_data_list(items)
-    view, n, s = m._encode(b)
+    view, n, s, _ = m._encode(b)
     with torch.no_grad():                                                    # sum pooling per component at init
         assert torch.allclose(m._head(view, n, s), m.head(pool(s, view.batch, "sum", n).reshape(3, -1)), atol=TOL)
     _perturbed(m.gigp)
@@ -286,7 +286,7 @@ def test_a_2d_backbone_is_refused():
     # a batch without coordinates reaching the readout is named at forward time
     m = TaskModule(_schnet(), TaskConfig(kind="graph_regression", num_outputs=1, pooling="gigp"), OptimConfig())
     b = Batch.from_data_list(_graphs())
-    view, n, s = m._encode(b)
+    view, n, s, _ = m._encode(b)
     del view.pos
     with pytest.raises(InputError, match=r"task\.pooling=gigp needs 3D coordinates \(pos\)"):
         m._head(view, n, s)

@@ -312,3 +312,24 @@ def test_energy_readout_adds_the_latent_coulomb_energy_to_graph_regression():
         LitModule(model, TaskConfig(kind="graph_regression", num_outputs=1, pooling="mean"), optim=None)
     with pytest.raises(ConfigError, match="graph_regression"):
         LitModule(model, TaskConfig(kind="node_regression", num_outputs=1), optim=None)
+
+
+def test_chunked_potential_gradients_equal_autograd_of_the_dense_sum(monkeypatch):
+    torch.manual_seed(2)
+    pos = (torch.randn(23, 3, dtype=torch.float64) * 2).requires_grad_()
+    q = _charges(23, 2, seed=2).requires_grad_()
+    batch = torch.zeros(23, dtype=torch.long)
+    g = torch.randn(23, 2, dtype=torch.float64)
+    dense = lc.direct_potential(q, pos, batch, 1, 0.8)
+    dq, dx = torch.autograd.grad((dense * g).sum(), (q, pos))
+    monkeypatch.setattr(lc, "DENSE_MAX_ATOMS", 5)
+    chunked = lc.direct_potential(q, pos, batch, 1, 0.8, chunk=6)
+    cq, cx = torch.autograd.grad((chunked * g).sum(), (q, pos))
+    torch.testing.assert_close(chunked, dense, rtol=1e-13, atol=1e-13)
+    torch.testing.assert_close(cq, dq, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cx, dx, rtol=1e-11, atol=1e-11)
+    # and against finite differences, coincident atoms included
+    pos2 = pos.detach().clone()
+    pos2[5] = pos2[4]
+    assert torch.autograd.gradcheck(lambda qq, xx: lc.direct_potential(qq, xx, batch, 1, 0.8, chunk=6),
+                                    (q.detach().clone().requires_grad_(), pos2.requires_grad_()))

@@ -207,8 +207,8 @@ def test_pair_head_sees_both_components_separately():
         changed = items[1].clone()
         mut = changed.component == 1
         changed.x_s[mut] = changed.x_s[mut] + 1.0
-        view, n, s = m._encode(Batch.from_data_list([items[1]]))
-        view2, n2, s2 = m._encode(Batch.from_data_list([changed]))
+        view, n, s, _ = m._encode(Batch.from_data_list([items[1]]))
+        view2, n2, s2, _ = m._encode(Batch.from_data_list([changed]))
         assert n == 2
         # the original's node states ignore the mutated structure (its own graph, global attention included)
         assert torch.allclose(s[~mut], s2[~mut], atol=1e-12) and not torch.allclose(s[mut], s2[mut])

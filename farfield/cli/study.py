@@ -46,7 +46,7 @@ def add_commands(sub) -> None:
                        description="A controlled study. With no arguments: the built-in peptide_electrostatics benchmark "
                                    "(per-atom electrostatic potential), "
                                    "SchNet, strategies none (+ its parameter-matched widening none-wide) / random / "
-                                   "virtual_node / neural_atoms / ewald, 5 seeds, with reference baselines and "
+                                   "virtual_node / neural_atoms / ewald / latent_charges, 5 seeds, with reference baselines and "
                                    "Holm-corrected paired tests. Runs are keyed by a hash of their config: re-running "
                                    "reuses finished runs, resumes interrupted ones and retrains changed ones.")
     s.add_argument("config", nargs="?", default=None, help="YAML training config used as the base of every run")
@@ -57,7 +57,7 @@ def add_commands(sub) -> None:
     s.add_argument("--strategies", nargs="+", default=None, metavar="NAME",
                    help="long-range strategies, one arm each; NAME+noisy_nodes adds an arm with the Noisy Nodes "
                         "auxiliary task (e.g. none none+noisy_nodes). Default: none random virtual_node neural_atoms "
-                        "ewald, or only none when --arm / --grid declare the arms")
+                        "ewald latent_charges, or only none when --arm / --grid declare the arms")
     s.add_argument("--arm", nargs="+", action="append", default=None, metavar="NAME_OR_KEY=VALUE",
                    help="an arm: a name, then config overrides (repeatable), e.g. --arm r8 data.edges=radius:8.0")
     s.add_argument("--grid", action="append", default=None, metavar="KEY=[LEVELS]",

@@ -20,9 +20,9 @@ from farfield.train.config import TrainConfig
 __all__ = ["DEFAULT_STRATEGIES", "WIDE", "RunSpec", "Study", "matched_width", "total_params"]
 
 #: the default study: the baseline and the mechanisms of the main families (graph construction, a global node,
-#: learned pooling-and-broadcast, a physics-inspired k-space sum); quadratic attention is left out of the default
-#: for time (``--strategies ... attention`` adds it)
-DEFAULT_STRATEGIES = ("none", "random", "virtual_node", "neural_atoms", "ewald")
+#: learned pooling-and-broadcast, a physics-inspired k-space sum, learned latent charges with an exact Coulomb-like
+#: kernel); quadratic attention is left out of the default for time (``--strategies ... attention`` adds it)
+DEFAULT_STRATEGIES = ("none", "random", "virtual_node", "neural_atoms", "ewald", "latent_charges")
 #: the parameter-matched control of the default control ``none``
 WIDE = "none" + WIDE_SUFFIX
 

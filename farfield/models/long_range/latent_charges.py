@@ -96,7 +96,8 @@ def direct_potential(q: Tensor, pos: Tensor, batch: Tensor, num_graphs: int, sig
                      chunk: int = 1024) -> Tensor:
     """phi_i = sum_{j != i, same graph} q_j kappa_sigma(r_ij) -> [N, C], exactly, for ``q`` [N, C] and ``pos``
     [N, 3]. Graphs up to :data:`DENSE_MAX_ATOMS` atoms share one padded [B, n, n] block; larger graphs are
-    summed alone in blocks of ``chunk`` rows (memory O(chunk * n))."""
+    summed alone in blocks of ``chunk`` rows, forward and backward (memory O(chunk * n); first derivatives
+    only, see :class:`_ChunkedPotential`)."""
     counts = torch.bincount(batch, minlength=num_graphs)
     if q.shape[0] == 0:
         return q.new_zeros(q.shape)
@@ -108,18 +109,9 @@ def direct_potential(q: Tensor, pos: Tensor, batch: Tensor, num_graphs: int, sig
         keep = mask.unsqueeze(2) & mask.unsqueeze(1) & ~torch.eye(n, dtype=torch.bool, device=pos.device)
         k = torch.where(keep, k, torch.zeros_like(k))
         return (k @ qd)[mask]
-    out = []
-    start = 0
+    out, start = [], 0
     for c in counts.tolist():
-        x, qq = pos[start:start + c], q[start:start + c]
-        rows = []
-        for r0 in range(0, c, chunk):
-            xi = x[r0:r0 + chunk]
-            k = _pair_kernel(xi.unsqueeze(1), x.unsqueeze(0), sigma)                  # [m, c]
-            idx = torch.arange(r0, r0 + xi.shape[0], device=pos.device)
-            k = k.index_put((idx - r0, idx), torch.zeros((), dtype=k.dtype, device=k.device))
-            rows.append(k @ qq)
-        out.append(torch.cat(rows) if rows else qq.new_zeros(0, qq.shape[1]))
+        out.append(_ChunkedPotential.apply(q[start:start + c], pos[start:start + c], float(sigma), int(chunk)))
         start += c
     return torch.cat(out)
 
@@ -128,6 +120,59 @@ def _pair_kernel(a: Tensor, b: Tensor, sigma: float) -> Tensor:
     d2 = (a - b).pow(2).sum(-1)
     tiny = torch.finfo(d2.dtype).tiny
     return screened_coulomb(d2.clamp(min=tiny).sqrt(), sigma)
+
+
+def _kernel_and_slope(xi: Tensor, x: Tensor, r0: int, sigma: float) -> tuple[Tensor, Tensor]:
+    """For rows ``xi`` [m, 3] (global rows r0..r0+m) against ``x`` [n, 3]: kappa(r_ij) and kappa'(r_ij) / r_ij
+    [m, n], both zero on the diagonal i = j (series below 1e-4 sigma: coincident atoms stay finite)."""
+    a = 1.0 / (math.sqrt(2.0) * sigma)
+    c = 2.0 * a / math.sqrt(math.pi)
+    r = (xi.unsqueeze(1) - x.unsqueeze(0)).pow(2).sum(-1).sqrt()
+    small = r < 1e-4 * sigma
+    rs = torch.where(small, torch.ones_like(r), r)
+    e = torch.erf(a * rs)
+    k = torch.where(small, c * (1 - (a * r) ** 2 / 3), e / rs)
+    slope = torch.where(small, c * (-2 * a * a / 3 + 0.4 * a ** 4 * r * r),
+                        (c * torch.exp(-(a * rs) ** 2) * rs - e) / rs ** 3)
+    rows = torch.arange(xi.shape[0], device=x.device)
+    diag = (rows, rows + r0)
+    zero = torch.zeros((), dtype=k.dtype, device=k.device)
+    return k.index_put(diag, zero), slope.index_put(diag, zero)
+
+
+class _ChunkedPotential(torch.autograd.Function):
+    """phi = K q for one large graph in row blocks, memory O(chunk * n) in forward *and* backward: the backward
+    pass recomputes the kernel blocks instead of storing them (as flash attention does), with
+
+        dL/dq = K g  (K symmetric),  dL/dx_i = sum_j W_ij kappa'(r_ij) / r_ij (x_i - x_j),
+        W_ij = g_i . q_j + q_i . g_j.
+
+    First derivatives only (``once_differentiable``): training on forces of graphs above
+    :data:`DENSE_MAX_ATOMS` atoms would need the dense path."""
+
+    @staticmethod
+    def forward(ctx, q, pos, sigma, chunk):
+        ctx.save_for_backward(q, pos)
+        ctx.sigma, ctx.chunk = sigma, chunk
+        rows = []
+        for r0 in range(0, pos.shape[0], chunk):
+            k, _ = _kernel_and_slope(pos[r0:r0 + chunk], pos, r0, sigma)
+            rows.append(k @ q)
+        return torch.cat(rows) if rows else q.new_zeros(q.shape)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        q, pos = ctx.saved_tensors
+        gq, gx = [], []
+        for r0 in range(0, pos.shape[0], ctx.chunk):
+            xi = pos[r0:r0 + ctx.chunk]
+            k, slope = _kernel_and_slope(xi, pos, r0, ctx.sigma)
+            gq.append(k @ g)
+            w = (g[r0:r0 + ctx.chunk] @ q.T + q[r0:r0 + ctx.chunk] @ g.T) * slope          # [m, n]
+            gx.append(xi * w.sum(1, keepdim=True) - w @ pos)
+        empty = q.new_zeros(q.shape), pos.new_zeros(pos.shape)
+        return (torch.cat(gq) if gq else empty[0], torch.cat(gx) if gx else empty[1], None, None)
 
 
 def periodic_potential(q: Tensor, pos: Tensor, batch: Tensor, cell: Tensor, sigma: float, backend: str = "ewald",
