@@ -7,11 +7,16 @@
   ``-3 log d + G``) on the same points. Both are O(n^2) per graph; at the largest size the input is a
   batch of graphs (stated in the output), since one dense 100k x 100k key matrix is out of reach for both.
 
+* periodic (``--periodic``): :func:`farfield.graphs.periodic.periodic_radius_graph` (vesin, every image,
+  lattice shifts, sorted full directed list as torch tensors) vs scipy ``cKDTree(x, boxsize=L).query_pairs(R)``
+  (orthorhombic boxes only, half list, minimum image, no shifts) on the same cubic box; edge counts are
+  checked equal (twice the reference's pairs).
+
 Points: uniform clouds at protein atom density (0.1 atoms / A^3, with hydrogens), plus the real 1IGY
 antibody (12,750 atoms) when FARFIELD_TEST_DATA is available. Prints milliseconds (best of --repeat)
 and ratios ours / reference; ``--json`` for machines.
 
-    python benchmarks/bench_graphs.py [--sizes 1000 10000 100000] [--repeat 5] [--json]
+    python benchmarks/bench_graphs.py [--sizes 1000 10000 100000] [--repeat 5] [--periodic] [--json]
 """
 from __future__ import annotations
 
@@ -68,9 +73,12 @@ def main(argv=None):
     ap.add_argument("--random-graph-max", type=int, default=10000,
                     help="largest single graph for the O(n^2) random builders; bigger inputs are batched")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--periodic", action="store_true", help="only the periodic radius graph against cKDTree(boxsize)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(os.cpu_count() or 1)
+    if args.periodic:
+        return periodic(args)
 
     inputs = [(f"cloud {n}", cloud(n)) for n in args.sizes]
     data = Path(os.environ.get("FARFIELD_TEST_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -102,6 +110,27 @@ def main(argv=None):
             print(_row(r, args), flush=True)
     if args.json:
         print(json.dumps({"radius": args.radius, "k": args.k, "random": args.random, "rows": rows}, indent=2))
+
+
+def periodic(args):
+    from farfield.graphs.periodic import periodic_radius_graph
+    rows = []
+    for n in args.sizes:
+        side = (n / 0.1) ** (1 / 3)
+        x = np.random.default_rng(0).uniform(0, side, (n, 3))
+        cell = torch.eye(3, dtype=torch.float64) * side
+        pos = torch.from_numpy(x)
+        ours = best_ms(lambda: periodic_radius_graph(pos, cell, args.radius), args.repeat)
+        ref = best_ms(lambda: cKDTree(x, boxsize=side).query_pairs(args.radius, output_type="ndarray"), args.repeat)
+        e = periodic_radius_graph(pos, cell, args.radius)[0].shape[1]
+        p = len(cKDTree(x, boxsize=side).query_pairs(args.radius, output_type="ndarray"))
+        rows.append({"atoms": n, "edges": e, "ref_pairs": p, "ours_ms": ours, "ref_ms": ref, "equal": e == 2 * p})
+        if not args.json:
+            print(f"periodic box {n:>7} atoms, {e:>9} edges ({'= 2 x' if e == 2 * p else '!= 2 x'} reference pairs): "
+                  f"ours {ours:9.1f} ms, cKDTree(boxsize) {ref:9.1f} ms, ratio {ours / ref:5.2f}x", flush=True)
+    if args.json:
+        print(json.dumps({"radius": args.radius, "periodic": rows}, indent=2))
+    return 0
 
 
 _HEADER_DONE = False

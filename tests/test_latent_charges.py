@@ -333,3 +333,32 @@ def test_chunked_potential_gradients_equal_autograd_of_the_dense_sum(monkeypatch
     pos2[5] = pos2[4]
     assert torch.autograd.gradcheck(lambda qq, xx: lc.direct_potential(qq, xx, batch, 1, 0.8, chunk=6),
                                     (q.detach().clone().requires_grad_(), pos2.requires_grad_()))
+
+
+def test_a_folder_of_periodic_extended_xyz_files_trains_with_latent_charges(tmp_path, capsys):
+    import json
+
+    from farfield.cli.main import main
+    from farfield.datasets.custom import folder
+    from farfield.graphs import parse_edge_spec
+    from farfield.io.example import periodic_structure
+    rows = ["id,y"]
+    for k in range(8):
+        s = periodic_structure("rocksalt", seed=k)
+        lat = " ".join(f"{v:g}" for v in s.cell.ravel())
+        (tmp_path / f"box{k}.xyz").write_text(f"{len(s)}\nLattice=\"{lat}\" pbc=\"T T T\"\n" + "".join(
+            f"{e} {x:.6f} {y:.6f} {z:.6f}\n" for e, (x, y, z) in zip(s.element, s.coords)))
+        rows.append(f"box{k},{0.1 * k:.2f}")
+    csv = tmp_path / "labels.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    g = folder(csv, structures=str(tmp_path), level="atom")[0]
+    assert g.cell.shape == (1, 3, 3)
+    parse_edge_spec("radius:4").apply(g)                   # what the data module does with data.edges
+    assert g.cell_shift.shape == (g.edge_index.shape[1], 3) and bool((g.cell_shift != 0).any())
+    code = main(["train", "data.dataset=folder", f"data.path={csv}", f"data.options.structures={tmp_path}",
+                 "data.options.level=atom", "data.edges=radius:4", "model.backbone=schnet",
+                 "model.backbone_options={hidden: 16, num_layers: 2}", "model.long_range=latent_charges",
+                 "optim.epochs=1", "data.batch_size=4", "run.progress=false", f"run.out={tmp_path / 'run'}", "--json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert math.isfinite(json.loads(captured.out)["test/mae"])

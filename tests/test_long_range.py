@@ -250,7 +250,8 @@ def _mixed_graphs(dtype: str):
 @pytest.mark.parametrize("strategy", [("virtual_node", {}), ("virtual_nodes", {}), ("virtual_node", {"norm": "batch"}),
                                       ("neural_atoms", {"heads": 1}), ("neural_atoms", {"heads": 4}),
                                       ("neural_atoms", {"ratio": 0.1, "heads": 2}), ("ewald", {}),
-                                      ("attention", {})], ids=str)
+                                      ("attention", {}), ("latent_charges", {}),
+                                      ("latent_charges", {"energy": True, "channels": 2})], ids=str)
 def test_graph_output_independent_of_batch(strategy, dtype):
     """Mechanisms work per graph, so batching changes only the order / blocking of floating-point sums (dense
     padding, BLAS kernels chosen by shape). Such a reordering of a sum of n terms moves it by at most
@@ -276,13 +277,16 @@ def test_graph_output_independent_of_batch(strategy, dtype):
 
 # -- gradients -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("strategy", [("virtual_node", {}), ("virtual_nodes", {}), ("neural_atoms", {"heads": 2}),
-                                      ("neural_atoms", {"shared": True}), ("ewald", {}), ("attention", {})], ids=str)
+                                      ("neural_atoms", {"shared": True}), ("ewald", {}), ("attention", {}),
+                                      ("latent_charges", {"energy": True})], ids=str)
 def test_every_mechanism_parameter_gets_gradient(strategy):
     batch = example_batch("atom", "float64")
     torch.manual_seed(0)
     model = build_strategy(strategy[0], **strategy[1]).wrap(
         build_backbone("schnet", InputSpec.from_data(batch), hidden=16, num_layers=3)).double().train()
-    model(batch).s.pow(2).sum().backward()
+    out = model(batch)
+    loss = out.s.pow(2).sum() + (out.node_energy.sum() if out.node_energy is not None else 0)
+    loss.backward()
     dead = [n for n, p in model.long_range.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not dead, dead
 

@@ -174,24 +174,21 @@ class Featuriser:
         return data
 
     def _periodic(self, s: Structure, data: Data) -> Data:
-        """A periodic structure (``s.cell``): every image within the radius of the edge spec (one ``radius``
-        builder, :func:`farfield.graphs.periodic.periodic_radius_graph`), lattice shifts in ``cell_shift``,
-        the cell in ``cell`` [1, 3, 3]."""
-        from farfield.graphs.builders import Radius
-        from farfield.graphs.periodic import periodic_radius_graph
-        b = self.graph.builders
-        if self.config.level != "atom" or len(b) != 1 or not isinstance(b[0], Radius) or b[0].max_neighbours \
-                or b[0].within_chain or self.graph.self_loops:
-            raise InputError(s.source, f"is periodic (has a cell); periodic graphs are built at atom level with a "
-                                       f"single plain radius builder (e.g. edges='radius:5'), not level="
-                                       f"{self.config.level!r}, edges={self.config.edges!r}")
-        cell = torch.from_numpy(s.cell)
-        edge_index, shift = periodic_radius_graph(data.pos.double(), cell, b[0].r)
-        data.edge_index, data.edge_type = edge_index, torch.zeros(edge_index.shape[1], dtype=torch.long)
-        data[F.CELL_SHIFT] = shift
-        data[F.CELL] = cell.to(self.dtype).reshape(1, 3, 3)
-        data[F.EDGE_TYPES] = b[0].spec()
+        """A periodic structure (``s.cell``): every image within the radius of the edge spec (one plain ``radius``
+        builder, :meth:`farfield.graphs.GraphBuilder.apply`), lattice shifts in ``cell_shift``, the cell in
+        ``cell`` [1, 3, 3]; atom level only."""
+        if self.config.level != "atom":
+            raise InputError(s.source, f"is periodic (has a cell); periodic graphs are built at atom level, not "
+                                       f"level={self.config.level!r}")
+        data[F.CELL] = torch.from_numpy(s.cell).to(self.dtype).reshape(1, 3, 3)
         data[F.NAME] = s.name
+        try:
+            self.graph.apply(data)
+        except InputError as e:
+            raise InputError(s.source, f"is periodic (has a cell); periodic graphs are built at atom level with a "
+                                       f"single plain radius builder (e.g. edges='radius:5'), not "
+                                       f"edges={self.config.edges!r}") from e
+        data[F.EDGE_TYPES] = self.graph.builders[0].spec()
         return data
 
     def atom_graph(self, s: Structure) -> Data:

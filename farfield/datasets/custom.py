@@ -102,9 +102,9 @@ TASK_NAMES = {"regression": None, "binary": "graph", "multiclass": "graph", "mul
               "graph_regression": "graph", "node_regression": "node"}
 #: split names of a split file -> the ``split`` field's code
 SPLIT_NAMES = {"train": 0, "val": 1, "valid": 1, "validation": 1, "test": 2}
-_STRUCTURE_EXT = tuple(e for e, f in FORMATS.items() if f in ("pdb", "mmcif", "bcif"))
+_STRUCTURE_EXT = tuple(e for e, f in FORMATS.items() if f in ("pdb", "mmcif", "bcif", "xyz"))
 _NODE_KEYS = ("id", "chain", "resnum", "icode")
-_PREFERENCE = {".cif": 0, ".mmcif": 1, ".pdb": 2, ".ent": 3, ".pdb1": 4, ".bcif": 5}
+_PREFERENCE = {".cif": 0, ".mmcif": 1, ".pdb": 2, ".ent": 3, ".pdb1": 4, ".bcif": 5, ".xyz": 6}
 
 
 # -- the CSV ----------------------------------------------------------------------------------------------------
@@ -492,7 +492,7 @@ def folder(path=None, *, hydrogens: bool = False, target=None, structures=None, 
     if missing:
         raise InputError(table_path, f"no structure file for id(s) {missing[:10]}{' ...' if len(missing) > 10 else ''}"
                                      f" in {[str(f) for f in folders]} (searched recursively for <id>.pdb, .cif, "
-                                     ".bcif, .ent (optionally .gz) and PDB-style names such as 1ABC-A.pdb)")
+                                     ".bcif, .ent, .xyz (optionally .gz) and PDB-style names such as 1ABC-A.pdb)")
     split = read_split_file(_near(split_file, table_path), [k[0] for k in items]) if split_file is not None else None
     entry = {}
     for k in items:
@@ -504,6 +504,10 @@ def folder(path=None, *, hydrogens: bool = False, target=None, structures=None, 
         s = load_chain(p, chain, read)
         s.name = key[0] if not key[1] else f"{key[0]}:{key[1]}"
         g = feat.residue_graph(s) if level == "residue" else feat.atom_graph(s)
+        if s.cell is not None:                # periodic (extended XYZ with a Lattice): data.edges builds image edges
+            if level != "atom":
+                raise InputError(p, "is periodic (has a cell); periodic structures are read at level=atom")
+            g[F.CELL] = torch.as_tensor(s.cell, dtype=tdtype).reshape(1, 3, 3)
         try:
             rv = ResidueView.from_structure(s)
         except InputError:

@@ -146,11 +146,33 @@ class GraphBuilder:
     def apply(self, data):
         """Build edges for a PyG ``Data`` / ``Batch`` (``pos``, optional ``batch``, ``chain_index``,
         ``graph_key``) and store ``edge_index`` and ``edge_type`` on it; returns it."""
-        from farfield.data.fields import CHAIN_INDEX, GRAPH_KEY
+        from farfield.data.fields import CELL, CHAIN_INDEX, GRAPH_KEY
 
+        if getattr(data, CELL, None) is not None:
+            return self._apply_periodic(data)
         e = self(data.pos, getattr(data, "batch", None), getattr(data, CHAIN_INDEX, None),
                  getattr(data, GRAPH_KEY, None))
         data.edge_index, data.edge_type = e.edge_index, e.edge_type
+        return data
+
+
+    def _apply_periodic(self, data):
+        """A periodic ``data`` (``cell`` [1 or B, 3, 3]): every image within the radius of a single plain ``radius``
+        builder (:func:`farfield.graphs.periodic.periodic_radius_graph`), lattice shifts in ``cell_shift``."""
+        from farfield.data.fields import CELL, CELL_SHIFT, NAME
+        from farfield.errors import InputError
+        from farfield.graphs.periodic import periodic_radius_graph
+        b = self.builders
+        if len(b) != 1 or not isinstance(b[0], Radius) or b[0].max_neighbours or b[0].within_chain \
+                or self.self_loops:
+            name = getattr(data, NAME, None)
+            raise InputError(name if isinstance(name, str) else "graph",
+                             f"is periodic (has a cell); periodic graphs are built with a single plain radius "
+                             f"builder (e.g. edges='radius:5'), not {self.spec()!r}")
+        cell = data[CELL].reshape(-1, 3, 3)
+        ei, shift = periodic_radius_graph(data.pos, cell.to(torch.float64), b[0].r, getattr(data, "batch", None))
+        data.edge_index, data.edge_type = ei, torch.zeros(ei.shape[1], dtype=torch.long, device=ei.device)
+        data[CELL_SHIFT] = shift
         return data
 
 
