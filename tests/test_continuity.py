@@ -98,3 +98,42 @@ def test_published_unweighted_variants_jump(name):
 def test_egnn_with_coordinate_updates_is_continuous():
     m = _model("egnn", update_coords=True)
     assert cutoff_jump(m, 1e-7) < 1e-6
+
+
+@pytest.mark.parametrize("mechanism", ["ewald", "latent_charges", "neural_atoms"])
+def test_long_range_mechanisms_keep_outputs_continuous_across_the_cutoff(mechanism):
+    from farfield.models.long_range import build_strategy
+    torch.manual_seed(0)
+    m = build_strategy(mechanism).wrap(build_backbone("schnet", InputSpec(4), hidden=16, num_layers=2,
+                                                      cutoff=CUT)).double().eval()
+    small, large = cutoff_jump(m, 1e-7), cutoff_jump(m, 1e-4)
+    assert small < 1e-6 and (small < 1e-2 * large or small < 1e-10), (mechanism, small, large)
+
+
+def test_periodic_outputs_are_continuous_when_an_atom_leaves_the_cell():
+    """An atom crossing a face of the cell (positions need not be wrapped) or wrapped back in by a lattice vector:
+    the periodic graph and the Ewald sum of latent charges see the same system, so outputs do not jump."""
+    import numpy as np
+
+    from farfield.data import Featuriser, FeaturiserConfig
+    from farfield.io.example import periodic_structure
+    from farfield.models.long_range import build_strategy
+    s = periodic_structure("triclinic")
+    feat = Featuriser(FeaturiserConfig(level="atom", edges="radius:4", dtype="float64", elements=("Na", "Cl")))
+    torch.manual_seed(0)
+    data = feat(s)
+    m = build_strategy("latent_charges").wrap(build_backbone("schnet", InputSpec.from_data(data), hidden=16,
+                                                             num_layers=2, cutoff=4.0)).double().eval()
+    frac = s.coords @ np.linalg.inv(s.cell)
+    k = int(np.argmax(frac[:, 0]))
+    outs = []
+    for target in (1.0 - 1e-7, 1.0 + 1e-7, 1e-7):           # just inside, just outside, wrapped back in
+        c = s.coords.copy()
+        f = frac[k].copy()
+        f[0] = target
+        c[k] = f @ s.cell
+        from dataclasses import replace
+        with torch.no_grad():
+            outs.append(m(Batch.from_data_list([feat(replace(s, coords=c))])).s)
+    assert float((outs[0] - outs[1]).abs().max()) < 1e-5
+    assert float((outs[1] - outs[2]).abs().max()) < 1e-5
