@@ -75,6 +75,23 @@ def _as_float64(x, name: str, shape_msg: str) -> np.ndarray:
         raise InputError(name, f"must be a real-valued array {shape_msg}") from None
 
 
+def _vectors(x, name: str, rows: str) -> np.ndarray:
+    """``x`` as float64 [rows, 3], or an InputError naming ``name`` and the shape it has."""
+    a = _as_float64(x, name, f"[{rows}, 3]")
+    if a.ndim != 2 or a.shape[1] != 3:
+        raise InputError(name, f"must have shape [{rows}, 3], got {list(a.shape)}")
+    return a
+
+
+def _single_cell(cell) -> np.ndarray:
+    """One cell as float64 [3, 3], finite and non-singular, or an InputError."""
+    c = _as_float64(cell, "cell", "[3, 3]")
+    if c.shape != (3, 3):
+        raise InputError("cell", f"must have shape [3, 3], got {list(c.shape)}")
+    _check_cells(c[None])
+    return c
+
+
 def _check_cells(cell: np.ndarray, name: str = "cell") -> None:
     """``cell`` float64 [B, 3, 3]: finite and non-singular (relative volume test)."""
     for g, c in enumerate(cell):
@@ -180,15 +197,10 @@ def brute_force_periodic_pairs(pos, cell, cutoff) -> tuple[np.ndarray, np.ndarra
     as :func:`periodic_radius_graph`. Used as the test reference and as the fallback without vesin.
     """
     r = _check_cutoff(cutoff)
-    p = _as_float64(pos, "pos", "[N, 3]")
-    c = _as_float64(cell, "cell", "[3, 3]")
-    if p.ndim != 2 or p.shape[1] != 3:
-        raise InputError("pos", f"must have shape [N, 3], got {list(p.shape)}")
-    if c.shape != (3, 3):
-        raise InputError("cell", f"must have shape [3, 3], got {list(c.shape)}")
+    p = _vectors(pos, "pos", "N")
+    c = _single_cell(cell)
     if not np.isfinite(p).all():
         raise InputError("pos", f"{int((~np.isfinite(p)).any(1).sum())} atom(s) with non-finite coordinates")
-    _check_cells(c[None])
     src, tgt, shift = _keep_within(p, c, *_brute_candidates(p, c, r), r)
     return _sort_edges(src, tgt, shift)
 
@@ -274,13 +286,8 @@ def minimum_image(vec, cell):
     float64 NumPy array, or a tensor of ``vec``'s dtype and device).
     """
     is_tensor = isinstance(vec, torch.Tensor)
-    v = _as_float64(vec, "vec", "[E, 3]")
-    c = _as_float64(cell, "cell", "[3, 3]")
-    if v.ndim != 2 or v.shape[1] != 3:
-        raise InputError("vec", f"must have shape [E, 3], got {list(v.shape)}")
-    if c.shape != (3, 3):
-        raise InputError("cell", f"must have shape [3, 3], got {list(c.shape)}")
-    _check_cells(c[None])
+    v = _vectors(vec, "vec", "E")
+    c = _single_cell(cell)
     frac = v @ np.linalg.inv(c)
     frac = frac - np.floor(frac + 0.5)
     grid = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3).astype(np.float64)

@@ -162,7 +162,8 @@ def edge_geometry(pos: Tensor, batch, radial: nn.Module | None) -> EdgeGeometry:
     n = pos.shape[0]
     if b is None:
         b = torch.zeros(n, dtype=torch.long, device=pos.device)
-    vec = vec + lattice_offsets(batch, b.index_select(0, tgt), pos.dtype)
+    if getattr(batch, F.CELL_SHIFT, None) is not None:       # periodic: + cell_shift @ cell (nothing otherwise)
+        vec = vec + lattice_offsets(batch, b.index_select(0, tgt), pos.dtype)
     dist = vec.norm(dim=-1)
     unit = vec / dist.clamp(min=1e-9).unsqueeze(-1)
     unit = torch.where((dist > 1e-9).unsqueeze(-1), unit, torch.zeros_like(unit))
