@@ -273,8 +273,8 @@ class TaskModule(L.LightningModule):
                                   "read coordinates (choose task.pooling=sum, mean or max for a 2D backbone)")
             # only here, so that modules of the other poolings keep their parameters (and checkpoints)
             self.gigp = GIGP(d if self.pair else k)
-        self.energy_readout = any(getattr(m, "name", None) == "latent_charges" and getattr(m, "energy", False)
-                                  for m in model.modules())
+        from farfield.models.long_range import LatentCharges
+        self.energy_readout = any(isinstance(m, LatentCharges) and m.energy for m in model.modules())
         if self.energy_readout and (task.kind != "graph_regression" or task.pooling != "sum" or self.pair
                                     or k != 1):
             raise ConfigError("latent_charges(energy=true) adds the latent charges' Coulomb energy to a graph-level "
