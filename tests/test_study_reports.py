@@ -196,3 +196,15 @@ def test_reference_baselines_stream_without_building_edges(monkeypatch):
     assert not calls
     assert got["composition"]["mae"] == pytest.approx(expected["composition"]["mae"])
     assert got["mean"]["mae"] == pytest.approx(expected["mean"]["mae"])
+
+
+def test_small_metrics_keep_three_significant_digits():
+    """An MAE of 0.0758 is printed as 0.0758, not 0.08; metrics above 1 keep two decimals (tables unchanged)."""
+    from farfield.study.report import _digits
+    small = {"metric": "test/mae", "groups": [{"mean": 0.0758}, {"mean": 0.0901}]}
+    assert _digits(small) == 4
+    assert f"{0.0758:.{_digits(small)}f}" == "0.0758"
+    assert _digits({"metric": "test/mae", "groups": [{"mean": 14.49}, {"mean": 4.01}]}) == 2
+    assert _digits({"metric": "test/mae", "groups": [{"mean": 0.5}]}) == 3
+    assert _digits({"metric": "test/ap", "groups": [{"mean": 0.01}]}) == 4
+    assert _digits({"metric": "test/mae", "groups": []}) == 2

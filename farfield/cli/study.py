@@ -1,4 +1,4 @@
-"""``farfield train`` and ``farfield study``."""
+"""``farfield train``, ``farfield pretrain`` and ``farfield study``."""
 from __future__ import annotations
 
 import argparse
@@ -41,6 +41,18 @@ def add_commands(sub) -> None:
     t.add_argument("--strategy", default=None, choices=["auto", "ddp", "ddp_spawn"], help="Lightning strategy")
     t.add_argument("--json", action="store_true", help="print the final metrics as JSON")
     t.set_defaults(func=_cmd_train)
+
+    pt = sub.add_parser("pretrain", help="pretrain a model on a structure corpus (resumes a killed run)",
+                        description="Pretrain a backbone (+ long-range strategy) on a structure corpus with "
+                                    "ProteinWorkshop's tasks (sequence / structure / torsional denoising, edge distance, "
+                                    "pLDDT, inverse folding). CONFIG is a YAML file with sections data, model, pretrain, "
+                                    "optim, run; KEY=VALUE overrides use dotted keys (pretrain.tasks={inverse_folding: 1}). "
+                                    "Writes RUN/backbone.pt, which `farfield train ... model.init=RUN` fine-tunes.")
+    pt.add_argument("config", nargs="?", default=None, help="YAML pretraining config")
+    pt.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    pt.add_argument("--out", default=None, help="run directory (overrides run.out)")
+    pt.add_argument("--json", action="store_true", help="print the final metrics as JSON")
+    pt.set_defaults(func=_cmd_pretrain)
 
     s = sub.add_parser("study", help="train every backbone x long-range strategy x seed and report what each buys",
                        description="A controlled study. With no arguments: the built-in peptide_electrostatics benchmark "
@@ -124,6 +136,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
         m = {k: v for k, v in res.items() if "/" in k}
         print(f"run {cfg.run.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items())
               + f"; {res['params']['total']:,} parameters; {res['epochs']} epochs")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from farfield.pretrain.run import load_pretrain_config, pretrain
+    from farfield.train.run import Interrupted
+
+    _split_config(args)
+    cfg = load_pretrain_config(args.config, list(args.overrides) + _flag_overrides(args, {"out": "run.out"}))
+    try:
+        res = pretrain(cfg, quiet=args.json)
+    except Interrupted as e:
+        return _interrupted(e)
+    if not res:
+        return 0
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        per_task = ", ".join(f"{k} {v:.4g}" for k, v in res.items() if k.startswith("test/") and k.count("/") == 1)
+        print(f"pretrained {cfg.run.out}: val/loss {res['val/loss']:.4g}; {per_task}; "
+              f"{res['residues_per_sec'] or 0:,.0f} residues/s; {res['epochs']} epochs; weights in {res['checkpoint']}")
     return 0
 
 

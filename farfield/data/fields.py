@@ -20,6 +20,11 @@ name               shape / dtype        meaning
                                         residues (DeepFRI sets; ``seq_index`` then equals it)
 ``component``      [N] long             which structure of a pair a node belongs to (ATOM3D MSP: 0
                                         original, 1 mutated); each component is its own graph to the model
+``segment``        [N] long             contiguous backbone segment (residue level; a new segment at every
+                                        chain start and chain break): what features are recomputed with
+                                        after a structure is corrupted (pretraining corpora)
+``plddt``          [N] float            per-residue model confidence pLDDT in [0, 100] (AlphaFold /
+                                        ESMFold models: the CA atom's B-factor column), corpora only
 ``batch``          [N] long             graph index (added by PyG's Batch)
 =================  ===================  ============================================================
 
@@ -66,6 +71,8 @@ COMPONENT = "component"
 IDENTITY = "identity"
 CELL = "cell"
 CELL_SHIFT = "cell_shift"
+SEGMENT = "segment"
+PLDDT = "plddt"
 BASELINE_PREFIX = "baseline_"
 
 NODE_FIELDS = (POS, ATOM_TYPE, RES_TYPE, X_S, X_V, CHAIN_INDEX, RESIDUE_INDEX, SEQ_INDEX, BACKBONE, BACKBONE_MASK)

@@ -21,6 +21,8 @@ Built in:
 * ``psr``, ``msp``, ``lba``, ``rsr`` - ATOM3D protein tasks (Townshend et al. 2021)
   (:mod:`farfield.datasets.atom3d_tasks`).
 * ``folder`` - your own structures plus a CSV of labels (:mod:`farfield.datasets.custom`).
+* ``corpus`` - an unlabelled corpus for pretraining: a folder of structure files or a Foldcomp database,
+  featurised once into a lazily read sharded store (:mod:`farfield.datasets.corpus`).
 
 Modules other than the first two are imported on first use (:class:`LazyLoader`), so that importing
 farfield stays fast and a missing optional dependency only fails the dataset that needs it.
@@ -80,6 +82,7 @@ DATASETS = {
     "lba": LazyLoader("farfield.datasets.atom3d_tasks", "lba"),
     "rsr": LazyLoader("farfield.datasets.atom3d_tasks", "rsr"),
     "folder": LazyLoader("farfield.datasets.custom", "folder"),
+    "corpus": LazyLoader("farfield.datasets.corpus", "corpus"),
 }
 
 #: dataset -> target -> unit (datasets registered lazily carry their own ``units`` attribute)

@@ -28,7 +28,12 @@ class ModelConfig:
     options (:func:`farfield.models.long_range.build_strategy`), canonicaliser name and options
     (:data:`farfield.symmetry.canonical.CANONICALISERS`: ``fa``, ``sfa``, ``signnet``, ``pca_sign``,
     ``vn_pointnet``, ``vn_dgcnn``, ``learned``; ``trainable: false`` freezes one at initialisation), which wraps
-    the backbone before the long-range module. Validated on construction."""
+    the backbone before the long-range module. Validated on construction.
+
+    ``init``: a pretrained model to start from (``farfield pretrain``'s ``backbone.pt``, or its run directory):
+    its weights are loaded after the model is built, refusing a checkpoint whose featuriser or architecture
+    differs (:func:`farfield.pretrain.finetune.load_pretrained`); ``freeze``: keep the loaded weights fixed (train
+    the head, and a long-range module that was not pretrained, only)."""
 
     backbone: str = "schnet"
     backbone_options: dict = field(default_factory=dict)
@@ -36,8 +41,16 @@ class ModelConfig:
     long_range_options: dict = field(default_factory=dict)
     canonicaliser: str = "none"
     canonicaliser_options: dict = field(default_factory=dict)
+    init: str | None = None
+    freeze: bool = False
 
     def __post_init__(self):
+        if self.init is not None and (not isinstance(self.init, str) or not self.init):
+            raise ConfigError(f"model.init must be the path of a pretrained checkpoint, got {self.init!r}")
+        if not isinstance(self.freeze, bool):
+            raise ConfigError(f"model.freeze must be true or false, got {self.freeze!r}")
+        if self.freeze and self.init is None:
+            raise ConfigError("model.freeze=true needs model.init (a pretrained checkpoint to keep fixed)")
         from farfield.symmetry.canonical import CANONICALISERS
         if self.canonicaliser != "none" and self.canonicaliser not in CANONICALISERS:
             raise ConfigError(f"unknown model.canonicaliser {self.canonicaliser!r}; choose from "

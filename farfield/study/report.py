@@ -13,9 +13,15 @@ import numpy as np
 __all__ = ["format_table", "report_markdown", "write_outputs", "plots", "pareto_front", "diagnostics_section"]
 
 def _digits(summary: dict | None) -> int:
-    """Decimals for a metric: 4 for scores in [0, 1] (AP, Fmax, AUROC, accuracy), else 2."""
+    """Decimals for a metric: 4 for scores in [0, 1] (AP, Fmax, AUROC, accuracy), else 2, or more when the
+    smallest arm mean is below 1 so that it keeps three significant digits (an MAE of 0.0758 prints as 0.0758,
+    not 0.08)."""
     m = (summary or {}).get("metric", "")
-    return 4 if m.split("/")[-1] in ("ap", "fmax", "aupr", "auroc", "acc", "spearman", "pearson") else 2
+    if m.split("/")[-1] in ("ap", "fmax", "aupr", "auroc", "acc", "spearman", "pearson"):
+        return 4
+    means = [abs(g["mean"]) for g in (summary or {}).get("groups", [])
+             if isinstance(g.get("mean"), (int, float)) and math.isfinite(g["mean"]) and g["mean"] != 0]
+    return max(2, 2 - math.floor(math.log10(min(means)))) if means else 2
 
 
 def _cmp(t: dict | None, nd: int = 2) -> str:
@@ -58,7 +64,7 @@ def format_table(summary: dict) -> str:
                   + " | ".join(names[c] for c in cols) + " |", "|---" * (len(cols) + 1) + "|"]
         for k, v in split0.items():
             lines.append(f"| {v['label']} | " + " | ".join(
-                f"{v[c]:.{3 if c == 'r2' else (2 if c in ('mae', 'rmse') else 4)}f}" if c in v else "-" for c in cols) + " |")
+                f"{v[c]:.{3 if c == 'r2' else (nd if c in ('mae', 'rmse') else 4)}f}" if c in v else "-" for c in cols) + " |")
     return "\n".join(lines)
 
 

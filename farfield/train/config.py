@@ -240,7 +240,10 @@ class OptimConfig:
     ``cosine`` (then a cosine to 0 over the remaining ``epochs - warmup_epochs``) or ``none`` (then constant):
     epoch ``e < warmup_epochs`` runs at ``lr * max(1e-6, e / warmup_epochs)``, the ``cosine_with_warmup`` of
     GraphGPS (Rampasek et al. 2022) used by the tuned LRGB baselines (Toenshoff et al. 2023, 5 epochs). Not
-    available with ``plateau``."""
+    available with ``plateau``.
+
+    ``backbone_lr`` (None: ``lr``): the learning rate of the model's parameters (backbone, long-range module,
+    canonicaliser) when it differs from the head's, e.g. a smaller one when fine-tuning from ``model.init``."""
 
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -249,9 +252,12 @@ class OptimConfig:
     patience: int = 0              # early stopping patience in epochs (0 = off)
     grad_clip: float = 10.0
     warmup_epochs: int = 0
+    backbone_lr: float | None = None
 
     def __post_init__(self):
         _positive("optim.lr", self.lr)
+        if self.backbone_lr is not None:
+            _positive("optim.backbone_lr", self.backbone_lr)
         _positive("optim.weight_decay", self.weight_decay, allow_zero=True)
         _integer("optim.epochs", self.epochs, 1)
         _integer("optim.patience", self.patience)
@@ -410,6 +416,23 @@ def _looks_like_preset(path) -> bool:
     return bool(s) and "/" not in s and "\\" not in s and not s.endswith((".yaml", ".yml")) and not Path(s).exists()
 
 
+def read_yaml_mapping(path: str | Path, sections: list[str]) -> dict:
+    """The mapping a YAML config file holds (InputError naming the file when it is missing, not YAML, or not a
+    mapping of ``sections``)."""
+    import yaml
+    from farfield.errors import InputError
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(str(p), "config file not found")
+    try:
+        d = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise InputError(str(p), f"not valid YAML ({e})") from e
+    if not isinstance(d, dict):
+        raise InputError(str(p), f"must contain a mapping of sections {sections}")
+    return d
+
+
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
     """Read a YAML config (or the defaults when ``path`` is None) and apply overrides. ``path`` may also name
     a preset shipped with farfield (:func:`farfield.configs.presets`, e.g. ``peptides_func_gcn_tuned``) when no
@@ -425,14 +448,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
                 raise ConfigError(f"no config file or preset named {str(path)!r}; presets: {presets()} (or give the "
                                   "path of a YAML file)")
             p = preset_path(str(path))
-        if not p.is_file():
-            raise InputError(str(p), "config file not found")
-        try:
-            d = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise InputError(str(p), f"not valid YAML ({e})") from e
-        if not isinstance(d, dict):
-            raise InputError(str(p), f"must contain a mapping of sections {list(_SECTIONS)}")
+        d = read_yaml_mapping(p, list(_SECTIONS))
         if "study" in d or "arms" in d:
             raise InputError(str(p), "is a study config (it has a study: / arms: section): run it with "
                                      f"`farfield study {p}`")

@@ -146,12 +146,17 @@ class EpochEdges(Dataset):
     ``noise_std`` > 0: positions become ``pos + noise_std * eps`` with ``eps`` drawn from ``(seed, epoch,
     i)`` and stored as ``noise_target`` (:func:`farfield.models.denoising.add_position_noise`; Godwin et al.
     2022); all edges are then built on the noisy positions. ``pair``: edges per component
-    (:func:`build_edges`)."""
+    (:func:`build_edges`).
+
+    ``transform(g, generator) -> g``: a corruption applied to every item before its edges are built (the
+    pretraining tasks of :mod:`farfield.pretrain.tasks`), with a generator seeded by ``(seed, epoch, i)``: a
+    fresh draw every training epoch, and for evaluation (epoch None) one fixed draw per item, so that a
+    validation loss is comparable across epochs and runs."""
 
     def __init__(self, graphs, builder: GraphBuilder, seed: int, epoch_of, noise_std: float = 0.0,
-                 pair: bool = False):
+                 pair: bool = False, transform=None):
         self.graphs, self.builder, self.seed, self.epoch_of = graphs, builder, int(seed), epoch_of
-        self.noise_std, self.pair = float(noise_std), bool(pair)
+        self.noise_std, self.pair, self.transform = float(noise_std), bool(pair), transform
 
     def __len__(self) -> int:
         return len(self.graphs)
@@ -171,6 +176,10 @@ class EpochEdges(Dataset):
             gen = torch.Generator().manual_seed(
                 hash((self.seed, -1 if epoch is None else int(epoch), int(i))) & 0x7FFFFFFFFFFF)
             g = add_position_noise(g, self.noise_std, gen)
+        if self.transform is not None:
+            gen = torch.Generator().manual_seed(
+                hash((self.seed, 7, -1 if epoch is None else int(epoch), int(i))) & 0x7FFFFFFFFFFF)
+            g = self.transform(g, gen)
         if self.builder is None:
             return g
         return build_edges(self.builder_for(epoch), g, self.pair)
@@ -258,11 +267,25 @@ class GraphDataModule(L.LightningDataModule):
     (names of the reference-baseline features the dataset provides), ``grouped`` (every graph has a
     ``group``), ``pair``, ``has_positions``. :meth:`with_noise` gives the Noisy Nodes view of the same data."""
 
-    def __init__(self, data_cfg, edge_spec: str, seed: int = 0, standardize: bool = True, noise_std: float = 0.0):
+    def __init__(self, data_cfg, edge_spec: str, seed: int = 0, standardize: bool = True, noise_std: float = 0.0,
+                 labelled: bool = True):
         super().__init__()
         self.cfg, self.edge_spec, self.seed, self.standardize = data_cfg, edge_spec, seed, standardize
         self.noise_std = float(noise_std)
+        #: False for unlabelled corpora (pretraining): graphs need no ``y``, and there are no target moments
+        self.labelled = bool(labelled)
+        #: a corruption ``transform(g, generator) -> g`` applied to every item of every split (:meth:`with_transform`)
+        self.transform = None
         self._ready = False
+
+    def with_transform(self, transform) -> "GraphDataModule":
+        """A shallow copy (sharing the loaded graphs) whose items of every split pass through ``transform(g,
+        generator) -> g`` before their edges are built (:class:`EpochEdges`: fresh draws per training epoch, one
+        fixed draw per evaluation item)."""
+        self.setup()
+        out = copy.copy(self)
+        out.transform = transform
+        return out
 
     def with_noise(self, noise_std: float) -> "GraphDataModule":
         """A shallow copy (sharing the loaded graphs) whose training batches carry position noise of std
@@ -307,8 +330,12 @@ class GraphDataModule(L.LightningDataModule):
         return self.cfg.path or self.cfg.dataset
 
     def _check(self, g) -> None:
+        y = getattr(g, F.Y, None)
+        if self.labelled and y is None:
+            raise InputError(str(g.name), f"has no target 'y': dataset {self.cfg.dataset!r} is unlabelled (a corpus "
+                                          "is for `farfield pretrain`)")
         if (g.pos is not None and not torch.isfinite(g.pos).all()) or not torch.isfinite(g.x_s).all() \
-                or not torch.isfinite(g.y).all():
+                or (y is not None and not torch.isfinite(y).all()):
             raise InputError(str(g.name), "contains NaN or infinite values")
 
     def _longest(self, g, build: bool) -> float:
@@ -373,11 +400,13 @@ class GraphDataModule(L.LightningDataModule):
         self.train, self.val, self.test = ([graphs[i] for i in idx] for idx in (tr, va, te))
         self._check_parts(len(graphs), groups)
         self.grouped = groups is not None
-        y = torch.cat([g.y for g in self.train])
+        y = torch.cat([g.y for g in self.train]) if self.labelled else torch.zeros(1, 1)
         self.target_mean = y.mean(0) if self.standardize else torch.zeros(y.shape[1])
         # one training graph has no spread: scale 1 (std would be NaN)
         self.target_std = torch.nan_to_num(y.std(0), nan=1.0).clamp(min=1e-8) if self.standardize \
             else torch.ones(y.shape[1])
+        if not self.labelled:
+            self.target_mean = self.target_std = None
         self.input_spec = InputSpec.from_data(graphs[0])
         self.has_positions = all(g.pos is not None for g in graphs) and not self.provides_edges
         self.baselines = sorted(k[len(BASELINE_PREFIX):] for k in graphs[0].keys() if k.startswith(BASELINE_PREFIX))
@@ -416,12 +445,18 @@ class GraphDataModule(L.LightningDataModule):
                 first = g
             positions = positions and g.pos is not None
             longest = max(longest, self._longest(g, True))
-            if is_train[i]:
+            if is_train[i] and self.labelled:
                 y = g.y.double().reshape(-1, g.y.shape[-1])
                 s1 = y.sum(0) if s1 is None else s1 + y.sum(0)
                 s2 = (y * y).sum(0) if s2 is None else s2 + (y * y).sum(0)
                 count += y.shape[0]
         self.max_edge_length = longest
+        if not self.labelled:
+            self.target_mean = self.target_std = None
+            self.input_spec = InputSpec.from_data(first)
+            self.has_positions = positions and not self.provides_edges
+            self.baselines = []
+            return
         mean = s1 / count
         var = (s2 - count * mean * mean) / max(count - 1, 1)           # unbiased, as torch.std
         self.target_mean = mean.float() if self.standardize else torch.zeros(mean.shape[0])
@@ -473,10 +508,10 @@ class GraphDataModule(L.LightningDataModule):
                                          pad=shuffle, blocks=graphs.blocks if lazy else None)
         data = graphs
         noise = self.noise_std if shuffle else 0.0
-        if self.random or noise > 0:
+        if self.random or noise > 0 or self.transform is not None:
             builder = self.builder if not self.provides_edges else None
             data = EpochEdges(graphs, builder, self.seed, (lambda: sampler.epoch) if shuffle else (lambda: None),
-                              noise_std=noise, pair=self.pair)
+                              noise_std=noise, pair=self.pair, transform=self.transform)
         if not shuffle:
             data = MarkPadded(data)
         return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers)

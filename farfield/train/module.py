@@ -492,7 +492,14 @@ class TaskModule(L.LightningModule):
         self._epoch_end("test")
 
     def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
+        params = [p for p in self.parameters() if p.requires_grad]
+        blr = getattr(self.optim, "backbone_lr", None)
+        if blr is not None:
+            # the model's parameters (backbone, long-range, canonicaliser) at backbone_lr, the head's at lr
+            own = {id(p) for p in self.model.parameters()}
+            params = [{"params": [p for p in params if id(p) in own], "lr": blr},
+                      {"params": [p for p in params if id(p) not in own]}]
+        opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
         warmup = int(getattr(self.optim, "warmup_epochs", 0) or 0)
         if warmup and self.optim.scheduler in ("cosine", "none"):
             sched = torch.optim.lr_scheduler.LambdaLR(

@@ -54,8 +54,8 @@ class Interrupted(FarfieldError):
 #: task options added after runs were first recorded, left out of the key at their defaults (so that the hash of
 #: every configuration that does not use them is unchanged)
 _NEW_TASK_DEFAULTS = {"monitor": None, "noisy_nodes": 0.0, "head_layers": 2}
-_NEW_OPTIM_DEFAULTS = {"warmup_epochs": 0}
-_NEW_MODEL_DEFAULTS = {"canonicaliser": "none", "canonicaliser_options": {}}
+_NEW_OPTIM_DEFAULTS = {"warmup_epochs": 0, "backbone_lr": None}
+_NEW_MODEL_DEFAULTS = {"canonicaliser": "none", "canonicaliser_options": {}, "init": None, "freeze": False}
 
 
 def config_key(cfg: TrainConfig | dict) -> dict:
@@ -107,6 +107,11 @@ def config_hash(cfg: TrainConfig | dict) -> str:
     key, ident = config_key(cfg), run_data_identity(cfg)
     if ident:
         key = {**key, "data_identity": ident}
+    init = (key.get("model") or {}).get("init")
+    if init:
+        # the pretrained weights' content, not their path: a retrained checkpoint at the same path is a new run
+        from farfield.pretrain.finetune import checkpoint_identity
+        key = {**key, "init_identity": checkpoint_identity(init)}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -165,19 +170,27 @@ def _refused(e: BaseException) -> bool:
 _REFUSED = "holds objects other than tensors and plain data; refused to load it, since unpickling it could run code"
 
 
-def _check_checkpoint(last: Path, cfg: TrainConfig) -> bool:
-    """True if ``last`` can be resumed: readable (with ``weights_only=True``) and written by the same
-    configuration. An unreadable checkpoint (killed mid-write, or holding objects other than tensors and plain
-    data, whose unpickling could run code) is moved aside with a warning and the run starts over."""
+def readable_checkpoint(last: Path):
+    """The contents of checkpoint ``last`` read with ``weights_only=True``, or None when there is none or it is
+    unreadable (killed mid-write, or holding objects other than tensors and plain data, whose unpickling could
+    run code): such a file is moved aside to ``*.ckpt.unreadable`` with a warning, so the run starts over."""
     if not last.is_file():
-        return False
+        return None
     try:
-        ck = torch.load(last, map_location="cpu", weights_only=True)
+        return torch.load(last, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is set aside, never half-loaded
         bad = last.with_suffix(".ckpt.unreadable")
         last.replace(bad)
         why = _REFUSED if _refused(e) else f"is unreadable ({type(e).__name__})"
         warnings.warn(f"checkpoint {last} {why}; moved to {bad.name}, starting over")
+        return None
+
+
+def _check_checkpoint(last: Path, cfg: TrainConfig) -> bool:
+    """True if ``last`` can be resumed: readable (:func:`readable_checkpoint`) and written by the same
+    configuration."""
+    ck = readable_checkpoint(last)
+    if ck is None:
         return False
     old = (ck.get("hyper_parameters") or {}).get("config") if isinstance(ck, dict) else None
     if old is not None and config_key(old) != config_key(cfg):
@@ -328,6 +341,10 @@ def build_module(cfg: TrainConfig, dm):
                         dm.target_std if regression else None, config=cfg.to_dict(),
                         grouped=getattr(dm, "grouped", False), pair=getattr(dm, "pair", False),
                         sign_flip=sign_flip_columns(cfg), seed=cfg.run.seed)
+    if cfg.model.init is not None:
+        from farfield.pretrain.finetune import load_pretrained
+        load_pretrained(model, cfg.model.init, input_spec=dm.input_spec, model_cfg=effective_model(cfg),
+                        data_cfg=cfg.data, freeze=cfg.model.freeze)
     counts = parameter_counts(model)
     # the task head's own parameters (node MLP, GIGP's orbit network, the denoising head), outside "total",
     # which stays the model's count as every earlier run recorded it
