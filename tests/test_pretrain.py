@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from farfield.data import fields as F
 from farfield.errors import ConfigError, InputError
 from farfield.pretrain import tasks as T
 from farfield.pretrain.nerf import backbone_torsions, rebuild_backbone, torsion_mask

@@ -68,11 +68,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from farfield._config import check_keys
 from farfield.data import fields as F
 from farfield.errors import ConfigError, InputError
 from farfield.features.residues import NUM_RESIDUE_TYPES, PRESETS, residue_node_features

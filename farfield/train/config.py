@@ -437,7 +437,6 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
     """Read a YAML config (or the defaults when ``path`` is None) and apply overrides. ``path`` may also name
     a preset shipped with farfield (:func:`farfield.configs.presets`, e.g. ``peptides_func_gcn_tuned``) when no
     such file exists; an unknown bare name is a :class:`ConfigError` listing the presets."""
-    import yaml
     from farfield.errors import InputError
     d = {}
     if path is not None:
