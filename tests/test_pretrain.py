@@ -484,3 +484,18 @@ def test_evidence_data_script(data_dir, tmp_path):
     names = {json.loads((data_dir / "proteins_backbone" / "ts50.json").read_text())[k]["name"][:4].lower()
              for k in range(50)}
     assert not names & {f.split(".")[0].lower() for f in mod.DOWNSTREAM}
+
+
+def test_a_start_that_fails_on_its_input_leaves_no_run_behind(tmp_path):
+    """A bad data path fails before the run directory records a config, so fixing the path and re-running in the
+    same directory is not refused as 'a run of a different configuration' (train and pretrain)."""
+    from farfield.pretrain.run import load_pretrain_config, pretrain
+    from farfield.train.config import load_config
+    from farfield.train.run import train
+    with pytest.raises(InputError, match="not found"):
+        pretrain(load_pretrain_config(None, [f"data.path={tmp_path / 'missing'}", f"run.out={tmp_path / 'pt'}"]))
+    assert not (tmp_path / "pt" / "config.yaml").exists()
+    with pytest.raises(InputError):
+        train(load_config(None, ["data.dataset=folder", f"data.path={tmp_path / 'missing.csv'}",
+                                 f"run.out={tmp_path / 'tr'}"]), quiet=True)
+    assert not (tmp_path / "tr" / "config.yaml").exists()

@@ -184,11 +184,12 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> dict:
     corruption = Corruption(tasks, preset)             # validates tasks against the preset before any work
     last = out / "checkpoints" / "last.ckpt"
     resume = readable_checkpoint(last) is not None
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     dm = GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed, standardize=False,
                          labelled=False)
     dm.setup("fit")
+    # recorded once the corpus loads: a start that fails on its input leaves no run of that config behind
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     if any(t.needs_plddt for t in tasks):
         first = dm.train.raw(0) if hasattr(dm.train, "raw") else dm.train[0]
         if getattr(first, "plddt", None) is None:

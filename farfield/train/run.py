@@ -405,13 +405,14 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
         return json.loads(done.read_text())
     last = out / "checkpoints" / "last.ckpt"
     resume = _check_checkpoint(last, cfg)
+    dm = datamodule or GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed,
+                                       standardize=cfg.task.standardize)
+    dm.setup("fit")
+    # recorded once the data loads, so that a start that fails on its input leaves no run of that config behind
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     (out / "config_hash").write_text(config_hash(cfg) + "\n")
     (out / "data_identity").write_text(run_data_identity(cfg) + "\n")
-    dm = datamodule or GraphDataModule(cfg.data, cfg.model.edge_spec(cfg.data.edges), seed=cfg.run.seed,
-                                       standardize=cfg.task.standardize)
-    dm.setup("fit")
     if cfg.task.noisy_nodes > 0:
         dm = dm.with_noise(cfg.task.noise_std)        # a view of the same graphs: training items get noise
     check_pooling(cfg, dm)
