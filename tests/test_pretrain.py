@@ -356,10 +356,10 @@ def pretrained(tmp_path_factory, structures_module):
 
 @pytest.fixture(scope="module")
 def structures_module():
-    from tests.conftest import data_root
+    from tests.conftest import data_root, missing_data
     d = data_root() / "structures"
     if not d.is_dir():
-        pytest.skip(f"test data folder {d} is missing")
+        missing_data(f"test data folder {d} is missing (set FARFIELD_TEST_DATA)")   # fails under CI=true
     return d
 
 

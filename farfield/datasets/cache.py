@@ -434,33 +434,44 @@ class GraphCache:
         or to build it, and a build that waited for another process's build of the same key returns that
         entry instead of featurising again. The new entry is written to a temporary folder and renamed into
         place; an old one is renamed away first (see :meth:`load`)."""
+        items = list(items)
+
+        def graphs():
+            bar = None
+            if progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=len(items), desc=desc or f"featurise {self.name}", unit="item")
+            try:
+                for a in range(0, len(items), shard_size):
+                    chunk = items[a:a + shard_size]
+                    yield from parallel_map(fn, chunk, workers, progress=False,
+                                            chunksize=max(1, len(chunk) // (4 * max(1, workers))))
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+
+        return self.write(graphs(), shard_size, index_keys, cached_shards)
+
+    def write(self, graphs, shard_size: int = 256, index_keys=("split", "group"),
+              cached_shards: int = 2) -> ShardedGraphStore:
+        """Store ``graphs`` (an iterable of ``Data`` / None / reason strings, consumed lazily: a generator that
+        featurises as it goes keeps one shard in memory) as this entry, atomically, under the entry's exclusive
+        lock (:meth:`build` is this over a featurising generator). When another process built the entry while
+        this one waited for the lock, that entry is returned and ``graphs`` is not consumed (a generator is
+        closed)."""
         seen = self._stamp()
         with self.lock():
             if self._stamp() not in (None, seen):       # another process built this entry while we waited
                 store, _ = self._open(cached_shards, verify=True)
                 if store is not None:
+                    if hasattr(graphs, "close"):
+                        graphs.close()
                     return store
             tmp = self.folder.with_name(f"{self.key}.tmp-{os.getpid()}")
             shutil.rmtree(tmp, ignore_errors=True)
-            items = list(items)
-
-            def graphs():
-                bar = None
-                if progress:
-                    from tqdm.auto import tqdm
-                    bar = tqdm(total=len(items), desc=desc or f"featurise {self.name}", unit="item")
-                try:
-                    for a in range(0, len(items), shard_size):
-                        chunk = items[a:a + shard_size]
-                        yield from parallel_map(fn, chunk, workers, progress=False,
-                                                chunksize=max(1, len(chunk) // (4 * max(1, workers))))
-                        if bar is not None:
-                            bar.update(len(chunk))
-                finally:
-                    if bar is not None:
-                        bar.close()
-
-            write_store(tmp, graphs(), shard_size, index_keys)
+            write_store(tmp, graphs, shard_size, index_keys)
             (tmp / "config.json").write_text(json.dumps(self.config, indent=1, sort_keys=True, default=str))
             self._discard()
             os.replace(tmp, self.folder)

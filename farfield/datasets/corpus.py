@@ -73,10 +73,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import os
 import pickle
-import shutil
 import tempfile
 import warnings
 from collections import Counter
@@ -89,7 +87,7 @@ import torch
 
 from farfield.data import fields as F
 from farfield.data.pipeline import FEATURES_VERSION
-from farfield.datasets.cache import GraphCache, ShardedGraphStore, parallel_map, write_store
+from farfield.datasets.cache import GraphCache, ShardedGraphStore, parallel_map
 from farfield.errors import ConfigError, InputError
 from farfield.io.readers import detect_format
 
@@ -447,26 +445,6 @@ def _stream(config: CorpusConfig, items: list, workers: int, progress: bool, des
             _FOLDCOMP_HANDLES.pop(key).close()
 
 
-def _build_entry(cache: GraphCache, graphs, shard_size: int) -> ShardedGraphStore:
-    """Write ``graphs`` as the cache entry (:meth:`GraphCache.build` for a featuriser that returns several graphs
-    per item): under the entry's exclusive lock, into a temporary folder renamed into place; an entry another
-    process built meanwhile is returned instead."""
-    seen = cache._stamp()
-    with cache.lock():
-        if cache._stamp() not in (None, seen):
-            store, _ = cache._open(2, verify=True)
-            if store is not None:
-                graphs.close()
-                return store
-        tmp = cache.folder.with_name(f"{cache.key}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_store(tmp, graphs, shard_size, INDEX_KEYS)
-        (tmp / "config.json").write_text(json.dumps(cache.config, indent=1, sort_keys=True, default=str))
-        cache._discard()
-        os.replace(tmp, cache.folder)
-    return ShardedGraphStore(cache.folder)
-
-
 def skip_summary(skipped: list[str], examples: int = 3) -> list[tuple[str, int, list[str]]]:
     """``[(reason, count, first names)]`` of a store's ``manifest["skipped"]``, most frequent first."""
     by: dict[str, list[str]] = {}
@@ -514,7 +492,7 @@ def build_corpus(source: str | Path, config: CorpusConfig | None = None, *, cach
     store = gc.load()
     if store is None:
         graphs = _stream(config, items, max(1, int(workers)), progress, f"featurise corpus {Path(source).name}")
-        store = _build_entry(gc, graphs, config.shard_size)
+        store = gc.write(graphs, config.shard_size, INDEX_KEYS)
         skipped = store.manifest.get("skipped", [])
         if skipped and len(store):
             warnings.warn(f"corpus {source}: {len(skipped)} item(s) left out, {len(store)} kept: "

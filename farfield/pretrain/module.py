@@ -80,17 +80,5 @@ class PretrainModule(L.LightningModule):
         self._step(batch, "test")
 
     def configure_optimizers(self):
-        from functools import partial
-
-        from farfield.train.module import warmup_factor
-        opt = torch.optim.AdamW(self.parameters(), lr=self.optim.lr, weight_decay=self.optim.weight_decay)
-        warmup = int(getattr(self.optim, "warmup_epochs", 0) or 0)
-        if self.optim.scheduler == "plateau":
-            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=5)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss"}}
-        if self.optim.scheduler == "none" and not warmup:
-            return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, partial(warmup_factor, warmup=warmup, epochs=self.optim.epochs,
-                         cosine=self.optim.scheduler == "cosine"))
-        return {"optimizer": opt, "lr_scheduler": sched}
+        from farfield.train.module import optimizers
+        return optimizers(self, self.optim, "val/loss", "min")

@@ -20,7 +20,7 @@ from farfield.train.config import TASK_METRICS
 from farfield.train.data import COMPONENT
 from farfield.nn.mlp import MLP
 
-__all__ = ["TaskModule", "NonFiniteLossError", "LabelAveragePrecision", "NumpyMetric", "ColumnError", "MONITOR",
+__all__ = ["TaskModule", "optimizers", "NonFiniteLossError", "LabelAveragePrecision", "NumpyMetric", "ColumnError", "MONITOR",
            "plain_data", "head_dims", "head_parameter_count", "warmup_factor"]
 
 
@@ -492,24 +492,31 @@ class TaskModule(L.LightningModule):
         self._epoch_end("test")
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        blr = getattr(self.optim, "backbone_lr", None)
-        if blr is not None:
-            # the model's parameters (backbone, long-range, canonicaliser) at backbone_lr, the head's at lr
-            own = {id(p) for p in self.model.parameters()}
-            params = [{"params": [p for p in params if id(p) in own], "lr": blr},
-                      {"params": [p for p in params if id(p) not in own]}]
-        opt = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay)
-        warmup = int(getattr(self.optim, "warmup_epochs", 0) or 0)
-        if warmup and self.optim.scheduler in ("cosine", "none"):
-            sched = torch.optim.lr_scheduler.LambdaLR(
-                opt, partial(warmup_factor, warmup=warmup, epochs=self.optim.epochs,
-                             cosine=self.optim.scheduler == "cosine"))
-            return {"optimizer": opt, "lr_scheduler": sched}
-        if self.optim.scheduler == "none":
-            return opt
-        if self.optim.scheduler == "cosine":
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self.optim.epochs)
-            return {"optimizer": opt, "lr_scheduler": sched}
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=self.mode, factor=0.5, patience=5)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": f"val/{self.monitor}"}}
+        return optimizers(self, self.optim, f"val/{self.monitor}", self.mode)
+
+
+def optimizers(module, optim, monitor: str, mode: str):
+    """AdamW over ``module``'s trainable parameters with ``optim``'s schedule, in Lightning's format. With
+    ``optim.backbone_lr`` the parameters of ``module.model`` (backbone, long-range module, canonicaliser) get that
+    rate and the rest (heads) ``optim.lr``. Schedules: linear warm-up then cosine / constant
+    (:func:`warmup_factor`), cosine to 0 over ``optim.epochs``, none, or plateau (halve after 5 epochs without
+    improvement of ``monitor``, ``mode`` min / max)."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    blr = getattr(optim, "backbone_lr", None)
+    if blr is not None:
+        own = {id(p) for p in module.model.parameters()}
+        params = [{"params": [p for p in params if id(p) in own], "lr": blr},
+                  {"params": [p for p in params if id(p) not in own]}]
+    opt = torch.optim.AdamW(params, lr=optim.lr, weight_decay=optim.weight_decay)
+    warmup = int(getattr(optim, "warmup_epochs", 0) or 0)
+    if warmup and optim.scheduler in ("cosine", "none"):
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, partial(warmup_factor, warmup=warmup, epochs=optim.epochs, cosine=optim.scheduler == "cosine"))
+        return {"optimizer": opt, "lr_scheduler": sched}
+    if optim.scheduler == "none":
+        return opt
+    if optim.scheduler == "cosine":
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=optim.epochs)
+        return {"optimizer": opt, "lr_scheduler": sched}
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode=mode, factor=0.5, patience=5)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": monitor}}
