@@ -8,17 +8,19 @@ checked to give the same outputs, so the two do exactly the same arithmetic and 
 overhead around it.
 
 Method: a random subset of the official training split (``--batches`` x 128 graphs, seed 0) is collated
-once into batches of 128 (collation is not timed); one epoch over the subset (zero_grad, forward, loss,
-backward, AdamW step per batch) is timed for each model, alternating models, ``--repeats`` times after one
-warm-up pass; the median subset time is scaled to the full training split (10,873 graphs) by its number of
+once into batches of 128 (collation is not timed); each training step (zero_grad, forward, loss, backward,
+AdamW step) is timed for each model, the two models interleaved batch by batch (order alternating between
+repeats), ``--repeats`` rounds after a warm-up; the subset time (sum over batches of the median step time) is
+scaled to the full training split (10,873 graphs) by its number of
 atoms: ``t_epoch = t_subset * atoms(train) / atoms(subset)``. One thread by default (``--threads``).
 ``--profile`` prints the top operators of one subset pass of each model (torch.profiler).
 
-    python benchmarks/bench_2d.py [--batches 12] [--repeats 3] [--device cpu|cuda] [--profile]
+    python benchmarks/bench_2d.py [--batches 12] [--repeats 3] [--device cpu|cuda] [--profile] [--json]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -102,6 +104,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--path", default=str(DATA / "lrgb"))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--json", action="store_true", help="also print a JSON record of the result")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     dev = torch.device(args.device)
@@ -136,17 +139,27 @@ def main(argv=None) -> int:
     opts = {m: torch.optim.AdamW(m.parameters(), lr=1e-3) for m in (ff, pg)}
     for m in (ff, pg):
         epoch(m, opts[m], batches[:2], sync)                   # warm-up
-    times = {ff: [], pg: []}
-    for _ in range(args.repeats):
-        for m in (ff, pg):
-            times[m].append(epoch(m, opts[m], batches, sync))
+    # interleaved batch by batch (order alternating between repeats), so that load from other processes hits
+    # both models alike; a model's subset time is the sum over batches of its median step time
+    steps = {ff: [[] for _ in batches], pg: [[] for _ in batches]}
+    for r in range(args.repeats):
+        for i, b in enumerate(batches):
+            for m in ((ff, pg) if r % 2 == 0 else (pg, ff)):
+                steps[m][i].append(epoch(m, opts[m], [b], sync))
+    times = {m: [sum(steps[m][i][r] for i in range(len(batches))) for r in range(args.repeats)] for m in steps}
     scale = atoms_train / atoms_sub
-    t_ff, t_pg = statistics.median(times[ff]) * scale, statistics.median(times[pg]) * scale
+    t_ff = sum(statistics.median(v) for v in steps[ff]) * scale
+    t_pg = sum(statistics.median(v) for v in steps[pg]) * scale
     print(f"subset: {len(batches)} batches, {len(sub)} graphs, {atoms_sub:,} atoms; full train split "
           f"{len(train):,} graphs, {atoms_train:,} atoms (scale x{scale:.2f}); device {dev}, {args.threads} thread(s)")
     print(f"farfield gcn : {t_ff:8.1f} s/epoch  (subset passes {', '.join(f'{x:.2f}' for x in times[ff])} s)")
     print(f"PyG GCNConv  : {t_pg:8.1f} s/epoch  (subset passes {', '.join(f'{x:.2f}' for x in times[pg])} s)")
     print(f"ratio farfield / PyG = {t_ff / t_pg:.3f}")
+    if args.json:
+        print(json.dumps({"benchmark": "gcn_vs_pyg_peptides_func", "hidden": args.hidden, "layers": args.layers,
+                          "batches": len(batches), "batch_size": args.batch_size, "threads": args.threads,
+                          "repeats": args.repeats, "max_abs_diff": diff, "farfield_s_per_epoch": t_ff,
+                          "pyg_s_per_epoch": t_pg, "ratio_farfield_over_pyg": t_ff / t_pg, "speedup": t_pg / t_ff}))
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])

@@ -124,3 +124,138 @@ def test_split_first_message_equals_the_concatenated_form(dims):
     assert torch.allclose(a_s, b_s, atol=1e-12) and torch.allclose(a_v, b_v, atol=1e-12)
     assert all(torch.allclose(x, y, atol=1e-12) for x, y in zip(a_g, b_g))
     assert (a_s - b_s).abs().max() < 1e-12 and a_s.abs().max() > 1e-3                  # not trivially zero
+
+
+def _graph(kind: str, N: int, g: torch.Generator):
+    """edge_index [2, E] of a graph whose targets are: 'knn' sorted with constant in-degree 4, 'sorted' sorted
+    with ragged in-degrees (node 2 without incoming edges), 'unsorted' random."""
+    if kind == "knn":
+        tgt = torch.arange(N).repeat_interleave(4)
+        src = (tgt + torch.randint(1, N, (tgt.shape[0],), generator=g)) % N
+    elif kind == "sorted":
+        deg = torch.randint(1, 7, (N,), generator=g)
+        deg[2] = 0
+        tgt = torch.arange(N).repeat_interleave(deg)
+        src = torch.randint(0, N, (tgt.shape[0],), generator=g)
+    else:
+        src, tgt = torch.randint(0, N, (2, 5 * N), generator=g)
+    return torch.stack([src, tgt])
+
+
+@pytest.mark.parametrize("kind", ["knn", "sorted", "unsorted"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("aggr", ["mean", "sum"])
+@pytest.mark.parametrize("n_message", [1, 2, 3])
+@pytest.mark.parametrize("chunk", [3, 8192])
+def test_split_form_equals_the_concatenated_form_forward_and_gradients(kind, weighted, aggr, n_message, chunk):
+    # the split form (node parts gathered, last scalar map behind the mean, xyz-major vectors, blocks of target
+    # nodes) is the same function as the plain concatenated form: outputs and gradients to round-off in float64
+    g = torch.Generator().manual_seed(0)
+    N, (si, vi), (se, ve) = 9, (6, 3), (4, 1)
+    ei = _graph(kind, N, g)
+    E = ei.shape[1]
+    f64 = dict(generator=g, dtype=torch.float64, requires_grad=True)
+    s, v = torch.randn(N, si, **f64), torch.randn(N, vi, 3, **f64)
+    es, ev = torch.randn(E, se, **f64), torch.randn(E, ve, 3, **f64)
+    w = torch.rand(E, **f64) if weighted else None
+    torch.manual_seed(1)
+    split = GVPConv((si, vi), (5, 3), (se, ve), n_message=n_message, aggr=aggr).double()
+    plain = GVPConv((si, vi), (5, 3), (se, ve), n_message=n_message, aggr=aggr, split_first=False).double()
+    plain.load_state_dict(split.state_dict())
+    split.chunk_edges = chunk
+    leaves = [s, v, es, ev] + ([w] if weighted else [])
+    res = []
+    for m in (split, plain):
+        os_, ov = m((s, v), ei, (es, ev), w)
+        loss = (os_ ** 2).sum() + (ov ** 3).sum()
+        res.append([os_, ov, *torch.autograd.grad(loss, leaves + list(m.parameters()))])
+    for a, b in zip(*res):
+        assert a.shape == b.shape
+        assert (a - b).abs().max() <= 1e-10 * max(1.0, float(b.detach().abs().max()))
+    assert res[0][0].abs().max() > 1e-3
+
+
+def test_edge_segments_blocks_cover_every_edge_once_and_are_reused():
+    from farfield.nn.gvp import EdgeSegments
+    g = torch.Generator().manual_seed(0)
+    for kind in ("knn", "sorted", "unsorted"):
+        ei = _graph(kind, 11, g)
+        seg = EdgeSegments(ei[1], 11, None, torch.zeros(1, dtype=torch.float64))
+        blocks = seg.chunks(7)
+        assert blocks[0][:3:2] == (0, 0) and blocks[-1][1] == 11 and blocks[-1][3] == ei.shape[1]
+        assert all(p[1] == q[0] and p[3] == q[2] for p, q in zip(blocks, blocks[1:]))
+        assert (len(blocks) > 1) == (kind != "unsorted")
+        assert seg.k == (4 if kind == "knn" else None)
+        assert seg.total.dtype == torch.float64 and torch.equal(seg.total, torch.bincount(ei[1], minlength=11).double())
+        assert seg.matches(ei[1], 11, None) and not seg.matches(ei[1], 12, None)
+        assert not seg.matches(ei[1].clone(), 11, None)
+
+
+def test_xyz_norm_gradients_first_and_second_order():
+    from farfield.nn.gvp import _vnorm_t
+    v = torch.randn(5, 3, 4, dtype=torch.float64)
+    v[0, :, 1] = 0.0                                       # clamped entry: zero gradient, as sqrt(clamp(.)) has
+    v.requires_grad_(True)
+    vt = v.detach().transpose(1, 2).clone().requires_grad_(True)
+    assert torch.allclose(_vnorm_t(v), vector_norm(vt).detach(), rtol=1e-14, atol=0)
+    gw = torch.randn(5, 4, dtype=torch.float64)
+    (ga,) = torch.autograd.grad((_vnorm_t(v) * gw).sum(), v)
+    (gb,) = torch.autograd.grad((vector_norm(vt) * gw).sum(), vt)
+    assert torch.allclose(ga, gb.transpose(1, 2), rtol=1e-12, atol=0) and (ga[0, :, 1] == 0).all()
+    vv = torch.randn(3, 3, 2, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(_vnorm_t, (vv,)) and torch.autograd.gradgradcheck(_vnorm_t, (vv,))
+
+
+@pytest.mark.parametrize("envelope", [None, "cosine"])
+def test_gvp_gnn_split_form_equals_concatenated_form_and_per_graph(envelope):
+    # whole model in float64: the default (split) form against the concatenated form, forward and parameter
+    # gradients, with edges in blocks; and the batch against each graph on its own
+    from torch_geometric.data import Batch
+
+    from farfield.models import GVPGNN, InputSpec
+    from tests._graphs import example_batch
+    batch = example_batch("residue")
+    spec = InputSpec.from_data(batch)
+    torch.manual_seed(0)
+    m = GVPGNN(spec, node_dims=(8, 4), edge_dims=(5, 2), num_layers=2, cutoff=30.0, dropout=0.0,
+               envelope=envelope).double().eval()
+    b64 = batch.clone()
+    for key in ("x_s", "x_v", "pos", "edge_s"):
+        if getattr(b64, key, None) is not None:
+            b64[key] = b64[key].double()
+    convs = [c for c in m.modules() if isinstance(c, GVPConv)]
+    outs = []
+    for split, chunk in ((True, 5), (True, 8192), (False, 0)):
+        for c in convs:
+            c.split_first, c.chunk_edges = split, chunk
+        m.zero_grad()
+        o = m(b64)
+        ((o.s ** 2).sum() + (o.v ** 2).sum()).backward()
+        outs.append([o.s.detach(), o.v.detach()] + [p.grad.clone() for p in m.parameters() if p.grad is not None])
+    for res in outs[:2]:
+        assert len(res) == len(outs[2])
+        for a, b in zip(res, outs[2]):
+            assert (a - b).abs().max() <= 1e-10 * max(1.0, float(b.detach().abs().max()))
+    for c in convs:
+        c.split_first, c.chunk_edges = True, 5
+    with torch.no_grad():
+        whole = m(b64).s
+        parts = torch.cat([m(Batch.from_data_list([d])).s for d in b64.to_data_list()])
+    assert (whole - parts).abs().max() <= 1e-10 * max(1.0, float(parts.abs().max()))
+
+
+def test_split_form_works_under_torch_func_transforms():
+    # influence diagnostics take Jacobians with torch.func (vmap over vjp): the split form must support them
+    g = torch.Generator().manual_seed(0)
+    N = 7
+    ei = _graph("knn", N, g)
+    s, v = torch.randn(N, 4, generator=g, dtype=torch.float64), torch.randn(N, 2, 3, generator=g, dtype=torch.float64)
+    es, ev = torch.randn(ei.shape[1], 3, generator=g, dtype=torch.float64), torch.randn(ei.shape[1], 1, 3, generator=g,
+                                                                                          dtype=torch.float64)
+    torch.manual_seed(1)
+    split = GVPConv((4, 2), (5, 3), (3, 1)).double()
+    plain = GVPConv((4, 2), (5, 3), (3, 1), split_first=False).double()
+    plain.load_state_dict(split.state_dict())
+    split.chunk_edges = 8
+    jac = [torch.func.jacrev(lambda x, m=m: m((x, v), ei, (es, ev))[0])(s) for m in (split, plain)]
+    assert torch.allclose(jac[0], jac[1], rtol=1e-10, atol=1e-12) and jac[1].abs().max() > 1e-2

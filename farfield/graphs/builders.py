@@ -29,10 +29,12 @@ import numpy as np
 import torch
 
 from farfield.errors import ConfigError
-from farfield.graphs.neighbours import (cap_per_target, dense_labels, full_pairs, knn_pairs, radius_pairs,
+from farfield.graphs import neighbours_torch as T
+from farfield.graphs.neighbours import (cap_per_target, dense_labels, full_pairs, knn_pairs, radius_pairs, sq_dist,
                                         symmetrise)
 
-__all__ = ["GraphContext", "EdgeBuilder", "Radius", "KNN", "Sequence", "Full", "RandomLongRange", "LAWS"]
+__all__ = ["GraphContext", "TorchGraphContext", "EdgeBuilder", "Radius", "KNN", "Sequence", "Full", "RandomLongRange",
+           "LAWS"]
 
 LAWS = ("inverse_cubic", "exponential", "uniform")
 
@@ -69,12 +71,48 @@ class GraphContext:
         return dense_labels(self.batch, self.chain)
 
 
+@dataclass
+class TorchGraphContext:
+    """What builders see on the device path: tensors of one batch, all on one device.
+
+    Attributes:
+        pos: float64 [N, 3].
+        batch: int64 [N].
+        chain: int64 [N] or None.
+        graph_key: int64 [B] or None.
+        existing: int64 [2, E] edges built so far by earlier builders of a composition.
+    """
+
+    pos: torch.Tensor
+    batch: torch.Tensor
+    chain: torch.Tensor | None = None
+    graph_key: torch.Tensor | None = None
+    existing: torch.Tensor | None = None
+
+    @property
+    def num_nodes(self) -> int:
+        return int(self.pos.shape[0])
+
+    def groups(self, within_chain: bool, who: str) -> torch.Tensor:
+        """Dense group labels (the same as :meth:`GraphContext.groups`)."""
+        if not within_chain:
+            return T.dense_labels(self.batch)
+        if self.chain is None:
+            raise ConfigError(f"{who}: within_chain=True needs chain labels (pass chain=... or use a residue/atom "
+                              "pipeline that records chains)")
+        return T.dense_labels(self.batch, self.chain)
+
+
 class EdgeBuilder:
-    """Base class: subclasses implement :meth:`build` and :meth:`spec`."""
+    """Base class: subclasses implement :meth:`build` (host: NumPy / cKDTree), :meth:`build_torch` (any torch
+    device; the same edge set) and :meth:`spec`."""
 
     kind: ClassVar[str] = ""
 
     def build(self, ctx: GraphContext) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
     def spec(self) -> str:  # pragma: no cover - interface
@@ -114,8 +152,15 @@ class Radius(EdgeBuilder):
         group = ctx.groups(self.within_chain, "radius")
         edges = symmetrise(radius_pairs(ctx.pos, group, float(self.r)))
         if self.max_neighbours is not None and edges.shape[1]:
-            d = np.linalg.norm(ctx.pos[edges[0]] - ctx.pos[edges[1]], axis=1)
-            edges = edges[:, cap_per_target(edges, d, self.max_neighbours)]
+            d2 = sq_dist(ctx.pos, edges[0], edges[1])
+            edges = edges[:, cap_per_target(edges, d2, self.max_neighbours)]
+        return edges
+
+    def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:
+        edges = T.radius_edges(ctx.pos, ctx.groups(self.within_chain, "radius"), float(self.r))
+        if self.max_neighbours is not None and edges.shape[1]:
+            d2 = T.sq_dist(ctx.pos, edges[0], edges[1])
+            edges = edges[:, T.cap_per_target(edges, d2, self.max_neighbours)]
         return edges
 
     def spec(self) -> str:
@@ -128,8 +173,8 @@ class Radius(EdgeBuilder):
 @dataclass(frozen=True)
 class KNN(EdgeBuilder):
     """k-nearest-neighbour graph: each target i receives edges from its ``k`` nearest other nodes of
-    the same graph (all of them if the graph is smaller). Ties at the k-th distance are broken by the
-    KD-tree, deterministically for a given input."""
+    the same graph (all of them if the graph is smaller). Ties at the k-th distance go to the lower source
+    index (squared distances compared exactly in float64), on the host and on the device alike."""
 
     k: int
     within_chain: bool = False
@@ -141,6 +186,9 @@ class KNN(EdgeBuilder):
 
     def build(self, ctx: GraphContext) -> np.ndarray:
         return knn_pairs(ctx.pos, ctx.groups(self.within_chain, "knn"), int(self.k))
+
+    def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:
+        return T.knn_edges(ctx.pos, ctx.groups(self.within_chain, "knn"), int(self.k))
 
     def spec(self) -> str:
         return f"knn:{self.k}" + (",chain=1" if self.within_chain else "")
@@ -181,6 +229,22 @@ class Sequence(EdgeBuilder):
             out.append(np.stack([s_[ok2], t[ok2]]))
         return np.concatenate(out, axis=1) if out else np.zeros((2, 0), dtype=np.int64)
 
+    def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:
+        n, dev = ctx.num_nodes, ctx.pos.device
+        group = T.dense_labels(ctx.batch, ctx.chain) if ctx.chain is not None else T.dense_labels(ctx.batch)
+        if n and int((group[1:] != group[:-1]).sum()) + 1 != int(group.max()) + 1:
+            raise ConfigError("seq: every chain must be a contiguous run of nodes (sort nodes by graph, chain, "
+                              "sequence position)")
+        idx = torch.arange(n, device=dev)
+        out = []
+        for o in self.offsets:
+            src = idx + o
+            ok = (src >= 0) & (src < n)
+            t, s_ = idx[ok], src[ok]
+            ok2 = group[t] == group[s_]
+            out.append(torch.stack([s_[ok2], t[ok2]]))
+        return torch.cat(out, dim=1)
+
     def spec(self) -> str:
         k = max(abs(o) for o in self.offsets)
         if self.offsets == tuple(sorted(set(range(-k, 0)) | set(range(1, k + 1)))):
@@ -197,6 +261,9 @@ class Full(EdgeBuilder):
 
     def build(self, ctx: GraphContext) -> np.ndarray:
         return full_pairs(ctx.groups(self.within_chain, "full"))
+
+    def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:
+        return T.full_edges(ctx.groups(self.within_chain, "full"))
 
     def spec(self) -> str:
         return "full" + (":chain=1" if self.within_chain else "")
@@ -220,13 +287,15 @@ class RandomLongRange(EdgeBuilder):
     ``direction='incoming'``: every node *receives* n edges (Chroma); ``'outgoing'``: every node *sends*
     n edges (L45). A graph with fewer than n candidates gives all of them.
 
-    Reproducibility: graph b of a batch draws its noise from a generator seeded by
-    (``seed``, ``graph_key[b]``), where ``graph_key`` defaults to the graph's index in the batch, so the same
-    graph with the same key gets the same edges alone or in any batch, and the edge set is invariant to
-    rotations and translations (the noise is indexed by node, the weights by distance). Pass a per-sample
-    key (e.g. dataset index) and vary ``seed`` per epoch to resample during training.
+    Reproducibility: the uniform behind :math:`G_{ij}` is a counter-based hash (a 32-bit xorshift-multiply finaliser) of
+    (``seed``, ``graph_key[b]``, the rank of i's chain in its graph, the positions of i and j within their graph),
+    not a sequential generator, so the same graph with the same key gets the same edges alone or in any batch, on
+    the host or on any device, in any chunking; the edge set is invariant to rotations and translations (the
+    noise is indexed by node, the weights by distance). ``graph_key`` defaults to the graph's index in the batch:
+    pass a per-sample key (e.g. dataset index) and vary ``seed`` per epoch to resample during training.
 
-    Cost: dense per graph, O(n_g^2) time and O(chunk x n_g) memory (rows are processed in chunks).
+    Cost: dense per graph, O(n_g^2) time and O(chunk x max_g n_g) memory (rows padded to the largest graph and
+    processed in chunks); the host and device paths run the same torch code.
     """
 
     n: int
@@ -238,7 +307,6 @@ class RandomLongRange(EdgeBuilder):
     length_scale: float = 3.0
     within_chain: bool = False
     kind: ClassVar[str] = "random"
-    chunk_elements: ClassVar[int] = 1 << 22
 
     def __post_init__(self):
         if self.n < 1:
@@ -260,74 +328,85 @@ class RandomLongRange(EdgeBuilder):
             return -d / self.length_scale
         return torch.zeros_like(d)
 
-    def _generator(self, key: int) -> torch.Generator:
-        s = np.random.SeedSequence([int(self.seed) & 0xFFFFFFFF, int(key) & 0xFFFFFFFFFFFF, 0x5EED])
-        g = torch.Generator()
-        g.manual_seed(int(s.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
-        return g
+    def _bases(self, ctx: TorchGraphContext, group: torch.Tensor, order: torch.Tensor, ptr: torch.Tensor):
+        """Per group: a 32-bit hash of (seed, graph key * 1024 + rank of the group within its graph)."""
+        dev = group.device
+        gb = ctx.batch[order[ptr[:-1]]]                                   # graph of each group
+        ng = gb.numel()
+        idx = torch.arange(ng, device=dev)
+        new = torch.ones(ng, dtype=torch.bool, device=dev)
+        new[1:] = gb[1:] != gb[:-1]
+        chain_rank = idx - torch.cummax(torch.where(new, idx, torch.zeros_like(idx)), 0).values
+        keys = ctx.graph_key.to(dev).long() if ctx.graph_key is not None else torch.arange(
+            int(ctx.batch.max()) + 1, device=dev)
+        kg = keys[gb] * 1024 + chain_rank
+        b = T.mix32(torch.full_like(kg, (int(self.seed) & 0xFFFFFFFF) ^ 0x5EED))
+        b = T.mix32(b ^ (kg & 0xFFFFFFFF))
+        return T.mix32(b ^ ((kg >> 32) & 0xFFFFFFFF))
 
     def build(self, ctx: GraphContext) -> np.ndarray:
+        tctx = TorchGraphContext(
+            pos=torch.from_numpy(ctx.pos), batch=torch.from_numpy(ctx.batch),
+            chain=None if ctx.chain is None else torch.from_numpy(ctx.chain),
+            graph_key=None if ctx.graph_key is None else torch.from_numpy(ctx.graph_key),
+            existing=torch.from_numpy(ctx.existing))
+        return self.build_torch(tctx).numpy()
+
+    def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:
         group = ctx.groups(self.within_chain, "random")
-        n = ctx.num_nodes
+        n, dev = ctx.num_nodes, ctx.pos.device
         if n < 2:
-            return np.zeros((2, 0), dtype=np.int64)
-        keys = ctx.graph_key if ctx.graph_key is not None else np.arange(int(ctx.batch.max()) + 1)
-        order = np.argsort(group, kind="stable")
-        counts = np.bincount(group)
-        ptr = np.r_[0, np.cumsum(counts)]
-        # existing edges as (row, col) in the sampling matrix: row = the node that receives (incoming)
-        # or sends (outgoing) the random edges
-        ex = ctx.existing
+            return torch.zeros((2, 0), dtype=torch.long, device=dev)
+        order, counts, ptr, local = T._group_layout(group)
+        width = int(counts.max())
+        k = min(self.n, width - 1)
+        if k < 1:
+            return torch.zeros((2, 0), dtype=torch.long, device=dev)
+        base = self._bases(ctx, group, order, ptr)
+        inv_order = torch.empty_like(order)
+        inv_order[order] = torch.arange(n, device=dev)
         incoming = self.direction == "incoming"
-        ex_row, ex_col = (ex[1], ex[0]) if incoming else (ex[0], ex[1])
-        pos = torch.from_numpy(ctx.pos)
-        out_rows, out_cols = [], []
-        chain_rank = np.zeros(len(counts), dtype=np.int64)  # rank of a group within its graph
-        gb = ctx.batch[order[ptr[:-1]]]
-        for gi in range(1, len(counts)):
-            chain_rank[gi] = chain_rank[gi - 1] + 1 if gb[gi] == gb[gi - 1] else 0
-        local = np.empty(n, dtype=np.int64)
-        local[order] = np.arange(n) - np.repeat(ptr[:-1], counts)
-        if self.exclude_existing and ex.shape[1]:
+        ex = ctx.existing
+        ex_pos = ex_loc = None
+        if self.exclude_existing and ex is not None and ex.shape[1]:
+            ex_row, ex_col = (ex[1], ex[0]) if incoming else (ex[0], ex[1])
             same = group[ex_row] == group[ex_col]
-            ex_group, ex_r, ex_c = group[ex_row[same]], local[ex_row[same]], local[ex_col[same]]
-            ex_sort = np.argsort(ex_group, kind="stable")
-            ex_group, ex_r, ex_c = ex_group[ex_sort], ex_r[ex_sort], ex_c[ex_sort]
-            ex_ptr = np.searchsorted(ex_group, np.arange(len(counts) + 1))
-        else:
-            ex_ptr = None
-        for g_idx in range(len(counts)):
-            m = int(counts[g_idx])
-            if m < 2:
-                continue
-            nodes = order[ptr[g_idx]:ptr[g_idx + 1]]
-            gen = self._generator(int(keys[gb[g_idx]]) * 1024 + int(chain_rank[g_idx]))
-            x = pos[nodes]
-            k = min(self.n, m - 1)
-            rows_per = max(1, self.chunk_elements // m)
-            excl = None
-            if ex_ptr is not None and ex_ptr[g_idx + 1] > ex_ptr[g_idx]:
-                sl = slice(ex_ptr[g_idx], ex_ptr[g_idx + 1])
-                excl = (torch.from_numpy(ex_r[sl]), torch.from_numpy(ex_c[sl]))
-            for r0 in range(0, m, rows_per):
-                r1 = min(m, r0 + rows_per)
-                d = torch.cdist(x[r0:r1], x, compute_mode="donot_use_mm_for_euclid_dist")
-                noise = torch.empty_like(d).exponential_(generator=gen)
-                key = self.log_weight(d) / self.temperature - torch.log(noise)
-                ar = torch.arange(r0, r1)
-                key[ar - r0, ar] = -torch.inf
-                if excl is not None:
-                    sel = (excl[0] >= r0) & (excl[0] < r1)
-                    key[excl[0][sel] - r0, excl[1][sel]] = -torch.inf
-                top_val, top_idx = torch.topk(key, k, dim=1)
-                ok = torch.isfinite(top_val)
-                rows = ar.unsqueeze(1).expand_as(top_idx)[ok]
-                out_rows.append(nodes[rows.numpy()])
-                out_cols.append(nodes[top_idx[ok].numpy()])
-        if not out_rows:
-            return np.zeros((2, 0), dtype=np.int64)
-        rows, cols = np.concatenate(out_rows), np.concatenate(out_cols)
-        return np.stack([cols, rows] if incoming else [rows, cols]).astype(np.int64)
+            ex_pos, ex_loc = inv_order[ex_row[same]], local[ex_col[same]]
+            o = torch.argsort(ex_pos)
+            ex_pos, ex_loc = ex_pos[o], ex_loc[o]
+        ar = torch.arange(width, device=dev)
+        col = T.column_code(ar)[None, :]
+        ps = ctx.pos.index_select(0, order)                              # coordinates in group order
+        xyz = [ps[:, c].contiguous() for c in range(3)]
+        out_rows, out_cols = [], []
+        for r0, r1 in T._row_chunks(order, width):
+            rows = order[r0:r1]                                           # nodes that receive (or send) edges
+            g = group[rows]
+            cols = (ptr[g][:, None] + ar[None, :]).clamp_max(n - 1)       # sorted positions of the candidates
+            valid = ar[None, :] < counts[g][:, None]
+            flat = cols.reshape(-1)
+            d2 = None
+            for c in range(3):                                            # the arithmetic of sq_dist, per axis
+                dc = xyz[c].index_select(0, flat).view(len(rows), width) - xyz[c][r0:r1, None]
+                d2 = dc * dc if d2 is None else d2 + dc * dc
+            u = T.hash_uniform(base[g][:, None], local[rows][:, None], ar[None, :], col)
+            if self.law == "inverse_cubic":          # -3 log d = -1.5 log d^2 (d clamped at 1e-3 A): no square root
+                logw = d2.clamp_min(1e-6).log_().mul_(-1.5 / self.temperature)
+            else:
+                logw = self.log_weight(torch.sqrt(d2)).div_(self.temperature)
+            key = logw.sub_(u.log_().neg_().log_())
+            valid &= ar[None, :] != local[rows][:, None]
+            key.masked_fill_(~valid, -torch.inf)
+            if ex_pos is not None:
+                a, b = torch.searchsorted(ex_pos, torch.tensor([r0, r1], device=dev)).tolist()
+                if b > a:
+                    key[ex_pos[a:b] - r0, ex_loc[a:b]] = -torch.inf
+            top_val, top_idx = torch.topk(key, k, dim=1)
+            ok = torch.isfinite(top_val)
+            out_rows.append(rows[:, None].expand_as(top_idx)[ok])
+            out_cols.append(order[cols.gather(1, top_idx)[ok]])
+        rows, cols = torch.cat(out_rows), torch.cat(out_cols)
+        return torch.stack([cols, rows] if incoming else [rows, cols])
 
     def spec(self) -> str:
         s = f"random:{self.n}"

@@ -28,11 +28,17 @@ import torch
 from torch import Tensor
 
 from farfield.errors import ConfigError
-from farfield.graphs.builders import KNN, EdgeBuilder, Full, GraphContext, RandomLongRange, Radius, Sequence
+from farfield.graphs import neighbours_torch as T
+from farfield.graphs.builders import (KNN, EdgeBuilder, Full, GraphContext, RandomLongRange, Radius, Sequence,
+                                      TorchGraphContext)
 
-__all__ = ["Edges", "GraphBuilder", "parse_edge_spec", "BUILDER_NAMES"]
+__all__ = ["Edges", "GraphBuilder", "parse_edge_spec", "BUILDER_NAMES", "BACKENDS"]
 
 BUILDER_NAMES = ("radius", "knn", "seq", "full", "random")
+
+#: where edges are computed: 'auto' (the host for CPU tensors and arrays, the device otherwise), 'host'
+#: (NumPy / scipy cKDTree), 'device' (torch kernels on the positions' device; also runs on the CPU)
+BACKENDS = ("auto", "host", "device")
 
 
 @dataclass
@@ -81,6 +87,10 @@ class GraphBuilder:
     Call with ``pos`` [N, 3] (tensor or array, any device), optional ``batch`` [N], ``chain`` [N] (any
     integer labels) and ``graph_key`` [B]; returns :class:`Edges` on ``pos``'s device. Building on a batch
     equals building on each graph and concatenating (with node offsets).
+
+    ``backend`` (:data:`BACKENDS`): the host path (scipy's cKDTree) and the device path (torch kernels of
+    :mod:`farfield.graphs.neighbours_torch`, no copy to the host) give the same edge sets, ties included
+    (the edge order may differ); 'auto' keeps CPU positions on the host and builds on the device otherwise.
     """
 
     def __init__(self, builders: Seq[EdgeBuilder] | str, self_loops: bool = False):
@@ -105,7 +115,12 @@ class GraphBuilder:
     def __repr__(self) -> str:
         return f"GraphBuilder({self.spec()!r}, self_loops={self.self_loops})"
 
-    def __call__(self, pos, batch=None, chain=None, graph_key=None) -> Edges:
+    def __call__(self, pos, batch=None, chain=None, graph_key=None, backend: str = "auto") -> Edges:
+        if backend not in BACKENDS:
+            raise ConfigError(f"GraphBuilder: backend must be one of {BACKENDS}, got {backend!r}")
+        on_device = isinstance(pos, Tensor) and pos.device.type != "cpu"
+        if backend == "device" or (backend == "auto" and on_device):
+            return self._call_torch(pos, batch, chain, graph_key)
         device = pos.device if isinstance(pos, Tensor) else torch.device("cpu")
         p = _to_numpy(pos, np.float64)
         if p.ndim != 2 or p.shape[1] != 3:
@@ -143,7 +158,41 @@ class GraphBuilder:
         return Edges(torch.from_numpy(np.ascontiguousarray(edges)).to(device),
                      torch.from_numpy(etype).to(device), self.type_names)
 
-    def apply(self, data):
+    def _call_torch(self, pos, batch, chain, graph_key) -> Edges:
+        """The device path: every builder's :meth:`~farfield.graphs.builders.EdgeBuilder.build_torch`."""
+        p = torch.as_tensor(pos).detach().to(torch.float64)
+        dev = p.device
+        if p.ndim != 2 or p.shape[1] != 3:
+            raise ConfigError(f"GraphBuilder: pos must have shape [N, 3], got {tuple(p.shape)}")
+        if not bool(torch.isfinite(p).all()):
+            raise ConfigError("GraphBuilder: pos contains NaN or Inf coordinates")
+        n = p.shape[0]
+        b = torch.as_tensor(batch, device=dev).reshape(-1).long() if batch is not None else torch.zeros(
+            n, dtype=torch.long, device=dev)
+        c = torch.as_tensor(chain, device=dev).reshape(-1).long() if chain is not None else None
+        if b.numel() != n or (c is not None and c.numel() != n):
+            raise ConfigError(f"GraphBuilder: batch/chain must have one entry per node ({n})")
+        key = torch.as_tensor(graph_key, device=dev).reshape(-1).long() if graph_key is not None else None
+        ctx = TorchGraphContext(pos=p, batch=b, chain=c, graph_key=key)
+        parts, types = [], []
+        for t, builder in enumerate(self.builders):
+            e = builder.build_torch(ctx)
+            parts.append(e)
+            types.append(torch.full((e.shape[1],), t, dtype=torch.long, device=dev))
+            if len(self.builders) > 1:
+                ctx.existing = torch.cat(parts, dim=1)
+        if self.self_loops:
+            ar = torch.arange(n, device=dev)
+            parts.append(torch.stack([ar, ar]))
+            types.append(torch.full((n,), len(self.builders), dtype=torch.long, device=dev))
+        edges, etype = torch.cat(parts, dim=1), torch.cat(types)
+        if len(parts) > 1 and edges.shape[1]:
+            first = T.first_occurrence(edges[0] * n + edges[1])
+            if first.numel() < edges.shape[1]:
+                edges, etype = edges[:, first], etype[first]
+        return Edges(edges.contiguous(), etype, self.type_names)
+
+    def apply(self, data, backend: str = "auto"):
         """Build edges for a PyG ``Data`` / ``Batch`` (``pos``, optional ``batch``, ``chain_index``,
         ``graph_key``) and store ``edge_index`` and ``edge_type`` on it; returns it."""
         from farfield.data.fields import CELL, CHAIN_INDEX, GRAPH_KEY
@@ -151,7 +200,7 @@ class GraphBuilder:
         if getattr(data, CELL, None) is not None:
             return self._apply_periodic(data)
         e = self(data.pos, getattr(data, "batch", None), getattr(data, CHAIN_INDEX, None),
-                 getattr(data, GRAPH_KEY, None))
+                 getattr(data, GRAPH_KEY, None), backend=backend)
         data.edge_index, data.edge_type = e.edge_index, e.edge_type
         return data
 

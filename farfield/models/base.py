@@ -23,7 +23,7 @@ Smoothness at the cutoff: every distance-based backbone multiplies each whole ed
 envelope weight ``EdgeGeometry.weight`` [E] of its radial basis (cosine by default, option
 ``envelope='cosine' | 'polynomial' | None``), so its outputs are continuous (C^1 envelopes) when an atom
 crosses the cutoff of a radius graph, as in SchNet (Schuett et al., 2018) and DimeNet (Gasteiger et al.,
-2020). Mean aggregations use the smooth weighted count of :func:`farfield.nn.aggregate`.
+2020). Mean aggregations use the smooth weighted count of :func:`farfield.nn.mlp.aggregate`.
 ``envelope=None`` gives the published, unweighted messages.
 
 Two ranges: with ``long_cutoff`` a backbone's radial basis is a
@@ -45,7 +45,25 @@ from farfield.data import fields as F
 from farfield.errors import ConfigError, InputError
 
 __all__ = ["GROUPS", "InputSpec", "NodeState", "BackboneOutput", "EdgeGeometry", "Backbone", "LayerHooks",
-           "edge_geometry", "default_radial", "two_range_options", "lattice_offsets", "is_periodic", "refuse_periodic"]
+           "edge_geometry", "default_radial", "two_range_options", "lattice_offsets", "is_periodic", "refuse_periodic",
+           "LOW_PRECISION", "at_least_float32", "full_precision"]
+
+#: floating dtypes that mixed-precision training (``run.precision=bf16-mixed``) computes in under autocast
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def at_least_float32(t: Tensor) -> Tensor:
+    """``t`` in float32 when it is bfloat16 / float16 (an autocast output), unchanged otherwise (float32 and
+    float64 inputs keep their precision)."""
+    return t.float() if t.dtype in LOW_PRECISION else t
+
+
+def full_precision(like: Tensor):
+    """A context that turns autocast off on ``like``'s device type (``torch.autocast(enabled=False)``): inside,
+    matrix products run in their inputs' dtype, so sums that need float32 (Ewald structure factors, Coulomb
+    potentials, pooled extensive targets) are not rounded to bfloat16 (8-bit mantissa, relative error 2^-9)
+    under ``run.precision=bf16-mixed``. Inputs must be upcast first (:func:`at_least_float32`)."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
 
 #: symmetry claims: E(3) = rotations, reflections, translations; SE(3) = rotations, translations;
 #: T(3) = translations only; none = no geometric claim. Permutation equivariance is always claimed.

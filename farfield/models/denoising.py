@@ -61,7 +61,9 @@ def add_position_noise(data, sigma: float, generator: torch.Generator | None = N
     import copy
     out = copy.copy(data)
     pos = data.pos
-    eps = torch.randn(pos.shape, generator=generator, dtype=torch.float64).to(pos.dtype)
+    # drawn on the generator's device (the CPU for a CPU generator), then moved to the positions' device
+    eps = torch.randn(pos.shape, generator=generator, dtype=torch.float64,
+                      device=generator.device if generator is not None else pos.device).to(pos)
     out.pos = pos + sigma * eps
     out[NOISE_TARGET] = eps
     return out

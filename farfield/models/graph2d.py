@@ -28,10 +28,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch_geometric.nn import GCNConv, GINEConv
+from torch_geometric.nn.conv.gcn_conv import gcn_norm
 
 from farfield.data import fields as F
 from farfield.models.base import Backbone, EdgeGeometry, InputSpec, NodeState
 from farfield.errors import ConfigError
+from farfield.nn.aggregate import SparseAdjacency, spmm
 from farfield.nn.mlp import activation as _activation
 from farfield.nn.mlp import aggregate, gather
 
@@ -72,6 +74,8 @@ class _PEConcatEmbedding(nn.Module):
 class _Graph2D(Backbone):
     symmetry = "E(3)"
     uses_positions = False
+    #: False for models that ignore edge features (GCN): the edge embedding is then not evaluated
+    uses_edge_features = True
 
     def __init__(self, spec: InputSpec, hidden: int, num_layers: int, dropout: float, activation: str = "relu",
                  norm: str = "batch", pe_encoder: str = "none", pe_columns: int = 0, pe_width: int = 0):
@@ -103,7 +107,7 @@ class _Graph2D(Backbone):
         if b is None:
             b = torch.zeros(state.s.shape[0], dtype=torch.long, device=state.s.device)
         g = EdgeGeometry(ei, None, None, None, None, es, b, state.s.shape[0])
-        g.edge_h = self.edge_embedding(e_in)
+        g.edge_h = self.edge_embedding(e_in) if self.uses_edge_features else None
         return g
 
     def block(self, i: int, h, dh):
@@ -132,7 +136,13 @@ def _check_pe(model: str, spec: InputSpec, hidden: int, kind: str, columns: int,
 
 class GCN(_Graph2D):
     r"""GCN (Kipf & Welling, ICLR 2017): :math:`h' = \hat D^{-1/2}\hat A\hat D^{-1/2} h W`, in the LRGB
-    residual block. Edge features are ignored (as in the LRGB GCN baseline)."""
+    residual block. Edge features are ignored (as in the LRGB GCN baseline).
+
+    The layers are PyG ``GCNConv`` modules (same parameters and state dict), but the normalised adjacency
+    (PyG's ``gcn_norm``: self-loops added where missing, symmetric degree normalisation) is built once per
+    batch by :meth:`geometry` as a CSR matrix (:class:`farfield.nn.aggregate.SparseAdjacency`) and each
+    layer is ``spmm(A, lin(h)) + bias``, the arithmetic of ``GCNConv.forward`` with a sparse product in
+    place of its gather / scatter (equal to round-off; deterministic on CPU)."""
 
     def __init__(self, spec: InputSpec, hidden: int = 128, num_layers: int = 5, dropout: float = 0.0,
                  activation: str = "relu", norm: str = "batch", pe_encoder: str = "none", pe_columns: int = 0,
@@ -140,8 +150,22 @@ class GCN(_Graph2D):
         super().__init__(spec, hidden, num_layers, dropout, activation, norm, pe_encoder, pe_columns, pe_width)
         self.layers = nn.ModuleList([GCNConv(hidden, hidden) for _ in range(num_layers)])
 
+    uses_edge_features = False                    # edge_embedding is kept (state dicts) but never evaluated
+
+    def geometry(self, state: NodeState, batch) -> EdgeGeometry:
+        g = super().geometry(state, batch)
+        if not len(self.layers):
+            return g
+        conv = self.layers[0]                     # every layer has the same normalisation options
+        dtype = state.s.dtype if state.s.dtype in (torch.float32, torch.float64) else torch.float32   # (autocast)
+        ei, w = gcn_norm(g.edge_index, None, g.num_nodes, conv.improved, conv.add_self_loops, conv.flow, dtype)
+        g.adj = SparseAdjacency.from_edges(ei, w, g.num_nodes)
+        return g
+
     def layer(self, i, state, g):
-        return state.replace(s=self.block(i, state.s, self.layers[i](state.s, g.edge_index)))
+        conv = self.layers[i]
+        dh = spmm(g.adj, conv.lin(state.s), conv.bias)
+        return state.replace(s=self.block(i, state.s, dh))
 
 
 class GINE(_Graph2D):

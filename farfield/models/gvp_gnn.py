@@ -8,7 +8,7 @@ from torch import nn
 
 from farfield.data import fields as F
 from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, build_radial
-from farfield.nn.gvp import GVP, GVPConvLayer, GVPLayerNorm
+from farfield.nn.gvp import GVP, EdgeSegments, GVPConvLayer, GVPLayerNorm
 
 __all__ = ["GVPGNN"]
 
@@ -24,7 +24,7 @@ class GVPGNN(Backbone):
     At atom level nodes start without vectors (vi = 0): geometry enters through the edge vectors.
 
     Smooth at the cutoff by default: messages are multiplied by the envelope weight of the radial basis
-    and averaged with the smooth weighted count of :func:`farfield.nn.aggregate` (for neighbours well inside
+    and averaged with the smooth weighted count of :func:`farfield.nn.mlp.aggregate` (for neighbours well inside
     the cutoff, :math:`\sum_j u_{ij} m_{ij} / c(\sum_j u_{ij})` is the plain mean). ``envelope=None`` gives the
     published plain mean (outputs jump when an atom crosses the cutoff of a radius graph).
 
@@ -70,10 +70,12 @@ class GVPGNN(Backbone):
         g = super().geometry(state, batch)
         es = g.rbf if g.edge_s is None else torch.cat([g.rbf, g.edge_s], dim=-1)
         g.edge_attr = self.edge_in["gvp"](self.edge_in["norm"]((es, g.unit.unsqueeze(1))))
+        # incoming-edge structure and neighbour counts, once per forward for every layer's mean
+        g.segments = EdgeSegments(g.edge_index[1], state.s.shape[0], g.weight, state.s)
         return g
 
     def layer(self, i: int, state: NodeState, g: EdgeGeometry) -> NodeState:
-        s, v = self.layers[i]((state.s, state.v), g.edge_index, g.edge_attr, g.weight)
+        s, v = self.layers[i]((state.s, state.v), g.edge_index, g.edge_attr, g.weight, getattr(g, "segments", None))
         return state.replace(s=s, v=v)
 
     def output(self, state: NodeState, batch) -> BackboneOutput:

@@ -22,7 +22,11 @@ TASK_POOLINGS = POOLINGS + ("gigp",)
 
 
 def pool(x: Tensor, batch: Tensor | None, reduce: str = "mean", num_graphs: int | None = None) -> Tensor:
-    """Pool node rows of ``x`` [N, ...] per graph -> [B, ...] (sum / mean / max)."""
+    """Pool node rows of ``x`` [N, ...] per graph -> [B, ...] (sum / mean / max). A bfloat16 / float16 ``x``
+    (under mixed-precision autocast) is pooled in float32: a sum over hundreds of nodes in bfloat16 would carry
+    a relative error of order 2^-9 per addition."""
+    from farfield.models.base import at_least_float32
+    x = at_least_float32(x)
     if reduce not in POOLINGS:
         raise ConfigError(f"pooling must be one of {POOLINGS}, got {reduce!r}")
     if batch is None:

@@ -9,7 +9,8 @@ from torch import nn
 from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.models._irreps import E3nnPrecision, check_max_l, hidden_irreps, pack, sh_irreps, split_irreps, unpack
-from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, build_radial
+from farfield.models.base import (Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, at_least_float32,
+                                  build_radial, full_precision)
 from farfield.models.tfn import embed_input, gate_for, input_irreps
 from farfield.nn.mlp import aggregate, gather
 
@@ -28,8 +29,12 @@ class SteerableLinear(nn.Module):
         self.tp = o3.FullyConnectedTensorProduct(irreps_in, irreps_attr, target)
 
     def forward(self, x, attr):
-        y = self.tp(x, attr)
-        return self.gate(y) if self.gate is not None else y
+        # e3nn's tensor products take one dtype for inputs and weights: under mixed-precision autocast they run
+        # in float32 with autocast off (float64 inputs stay float64)
+        x, attr = at_least_float32(x), at_least_float32(attr)
+        with full_precision(x):
+            y = self.tp(x, attr.to(x.dtype))
+            return self.gate(y) if self.gate is not None else y
 
 
 class SEGNNLayer(nn.Module):
@@ -69,7 +74,7 @@ class SEGNN(E3nnPrecision, Backbone):
     tensor products let scalar and geometric channels exchange orientation.
 
     Smooth at the cutoff by default: messages are multiplied by the envelope weight of the radial basis and
-    the node attribute is the smooth weighted mean of :func:`farfield.nn.aggregate`. ``envelope=None`` gives
+    the node attribute is the smooth weighted mean of :func:`farfield.nn.mlp.aggregate`. ``envelope=None`` gives
     the published plain sums and means (outputs jump when an atom crosses the cutoff of a radius graph).
 
     Symmetry: E(3). Outputs ``s`` (l = 0), ``v`` (l = 1, x y z), ``t`` (l >= 2). Uses ``x_s``, ``x_v``, ``pos``.

@@ -13,7 +13,8 @@ from torch import nn
 from farfield.data import fields as F
 from farfield.errors import ConfigError
 from farfield.models._irreps import E3nnPrecision, check_max_l, hidden_irreps, pack, sh_irreps, split_irreps, unpack
-from farfield.models.base import Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, build_radial
+from farfield.models.base import (Backbone, BackboneOutput, EdgeGeometry, InputSpec, NodeState, at_least_float32,
+                                  build_radial, full_precision)
 from farfield.nn.mlp import MLP, aggregate, gather
 
 __all__ = ["TFN", "gate_for", "input_irreps", "embed_input"]
@@ -127,7 +128,9 @@ class TFN(E3nnPrecision, Backbone):
                                               avg_neighbours) for _ in range(num_layers)])
 
     def embed(self, batch) -> NodeState:
-        s, v, t = unpack(self.embedding(embed_input(batch, self.spec)), self.irreps)
+        inp = at_least_float32(embed_input(batch, self.spec))
+        with full_precision(inp):          # e3nn takes one dtype for inputs and weights: float32 under autocast
+            s, v, t = unpack(self.embedding(inp), self.irreps)
         return NodeState(s=s, v=v, pos=batch[F.POS], t=t)
 
     def geometry(self, state: NodeState, batch) -> EdgeGeometry:
@@ -136,7 +139,11 @@ class TFN(E3nnPrecision, Backbone):
         return g
 
     def layer(self, i: int, state: NodeState, g: EdgeGeometry) -> NodeState:
-        x = self.layers[i](pack(state.s, state.v, state.t), g, g.sh)
+        x = at_least_float32(pack(state.s, state.v, state.t))
+        if x.dtype != g.rbf.dtype or x.dtype != g.sh.dtype:
+            g.rbf, g.sh = g.rbf.to(x.dtype), g.sh.to(x.dtype)
+        with full_precision(x):            # e3nn tensor products in float32 under run.precision=bf16-mixed
+            x = self.layers[i](x, g, g.sh)
         s, v, t = unpack(x, self.irreps)
         return state.replace(s=s, v=v, t=t)
 

@@ -120,6 +120,10 @@ def _key(cfg: PretrainConfig | dict) -> dict:
     d = cfg.to_dict() if isinstance(cfg, PretrainConfig) else json.loads(json.dumps(cfg))
     for k in ("out", "progress", "tensorboard"):
         d.get("run", {}).pop(k, None)
+    from farfield.train.run import _NEW_RUN_DEFAULTS       # run.precision / run.deterministic: in the key when set
+    for k, v in _NEW_RUN_DEFAULTS.items():
+        if d.get("run", {}).get(k, v) == v:
+            d.get("run", {}).pop(k, None)
     d.get("data", {}).pop("num_workers", None)
     return d
 
@@ -170,7 +174,8 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> dict:
     from farfield.pretrain.tasks import Corruption, build_tasks
     from farfield.train.data import GraphDataModule
     from farfield.train.run import (Interrupted, L_seed, _curve, _EpochTimer, _peak_rss_mb, _quiet_lightning,
-                                    _reset_peak, _stop_on_signals, readable_checkpoint)
+                                    _reset_peak, _restore_deterministic, _stop_on_signals,
+                                    readable_checkpoint)
     from farfield.train.stats import convergence
 
     _quiet_lightning()
@@ -216,12 +221,14 @@ def pretrain(cfg: PretrainConfig, quiet: bool = False) -> dict:
     logger = CSVLogger(out, name="logs", version=f"part{len(previous)}")
     if cfg.run.devices > 1 and cfg.run.strategy == "auto":
         raise ConfigError("run.devices > 1 needs run.strategy=ddp (or ddp_spawn)")
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     trainer = L.Trainer(max_epochs=cfg.optim.epochs, accelerator=cfg.run.accelerator, devices=cfg.run.devices,
                         strategy=cfg.run.strategy, callbacks=[best, every, timer.cb], logger=logger,
+                        deterministic=cfg.run.deterministic, precision=cfg.run.precision,
                         gradient_clip_val=cfg.optim.grad_clip or None, use_distributed_sampler=False,
                         enable_progress_bar=cfg.run.progress and not quiet, enable_model_summary=False,
                         log_every_n_steps=1, num_sanity_val_steps=0)
-    with warnings.catch_warnings(), _stop_on_signals() as got:
+    with warnings.catch_warnings(), _stop_on_signals() as got, _restore_deterministic(was_deterministic):
         for msg in (".*does not have many workers.*", ".*smaller than the logging interval.*",
                     ".*Checkpoint directory.*exists and is not empty.*", ".*treespec.*"):
             warnings.filterwarnings("ignore", message=msg)

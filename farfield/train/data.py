@@ -20,7 +20,11 @@ from farfield.errors import ConfigError, InputError
 from farfield.graphs import GraphBuilder, parse_edge_spec
 
 __all__ = ["AtomBudgetBatchSampler", "GraphDataModule", "EpochEdges", "LazySplit", "MarkPadded", "build_edges",
-           "split_indices", "BASELINE_PREFIX", "COMPONENT"]
+           "build_batch_edges", "epoch_builder", "split_indices", "BASELINE_PREFIX", "COMPONENT", "EDGE_EPOCH"]
+
+#: graph field [1] set by :class:`EpochEdges` when edges are built on the device: the epoch whose random draw the
+#: batch's edges take (-1: the fixed evaluation draw); read and removed by :meth:`GraphDataModule.on_after_batch_transfer`
+EDGE_EPOCH = "edge_epoch"
 
 # graph / node attributes holding the features of a reference baseline (``baseline_<name>``), and the node field
 # [N] of pair items (0 = the original structure, 1 = the mutated one, ATOM3D MSP): defined once in fields
@@ -133,6 +137,39 @@ def build_edges(builder: GraphBuilder, g, pair: bool = False):
     return g
 
 
+def epoch_builder(builder: GraphBuilder, seed: int, epoch: int | None) -> GraphBuilder:
+    """``builder`` with its random parts seeded by (run ``seed``, ``epoch``); ``epoch`` None: the fixed draw used
+    for evaluation."""
+    salt = 0 if epoch is None else int(epoch) + 1
+    parts = [replace(b, seed=(int(seed) * 1_000_003 + salt) & 0x7FFFFFFF) if b.kind == "random" else b
+             for b in builder.builders]
+    return GraphBuilder(parts, self_loops=builder.self_loops)
+
+
+def build_batch_edges(builder: GraphBuilder, batch, pair: bool = False, backend: str = "device"):
+    """Store ``builder``'s edges on a collated ``batch`` (on any device; by default with the torch kernels, no copy
+    to the host): the same edge sets as :func:`build_edges` on each item, offsets included. ``pair``: each (graph,
+    component) is its own graph, keyed ``2 k`` / ``2 k + 1``."""
+    if getattr(batch, F.CELL, None) is not None:      # periodic: images within the radius (GraphBuilder.apply)
+        return builder.apply(batch)
+    n = batch.num_nodes
+    vec = getattr(batch, "batch", None)
+    if vec is None:
+        vec = torch.zeros(n, dtype=torch.long, device=batch.pos.device)
+    key = getattr(batch, F.GRAPH_KEY, None)
+    # an item without a key is keyed 0 on its own (build_edges): the same here, whatever its place in the batch
+    key = torch.zeros(int(batch.num_graphs), dtype=torch.long, device=vec.device) if key is None else key.reshape(-1)
+    if pair:
+        comp = getattr(batch, COMPONENT, None)
+        if comp is None:
+            raise InputError("batch", "a pair dataset's graphs need the node field 'component' (0 original, 1 mutated)")
+        vec = vec * 2 + comp.reshape(-1).long()
+        key = torch.stack([key * 2, key * 2 + 1], 1).reshape(-1)
+    e = builder(batch.pos, vec, getattr(batch, F.CHAIN_INDEX, None), key, backend=backend)
+    batch.edge_index, batch.edge_type = e.edge_index, e.edge_type
+    return batch
+
+
 class EpochEdges(Dataset):
     """Graphs whose edges include random long-range edges drawn anew every epoch (and, for Noisy Nodes,
     whose positions get fresh noise every epoch).
@@ -151,21 +188,22 @@ class EpochEdges(Dataset):
     ``transform(g, generator) -> g``: a corruption applied to every item before its edges are built (the
     pretraining tasks of :mod:`farfield.pretrain.tasks`), with a generator seeded by ``(seed, epoch, i)``: a
     fresh draw every training epoch, and for evaluation (epoch None) one fixed draw per item, so that a
-    validation loss is comparable across epochs and runs."""
+    validation loss is comparable across epochs and runs.
+
+    ``on_device``: build no edges here; mark each item with its epoch (graph field :data:`EDGE_EPOCH`) so that
+    :meth:`GraphDataModule.on_after_batch_transfer` builds the same edges on the batch's device."""
 
     def __init__(self, graphs, builder: GraphBuilder, seed: int, epoch_of, noise_std: float = 0.0,
-                 pair: bool = False, transform=None):
+                 pair: bool = False, transform=None, on_device: bool = False):
         self.graphs, self.builder, self.seed, self.epoch_of = graphs, builder, int(seed), epoch_of
         self.noise_std, self.pair, self.transform = float(noise_std), bool(pair), transform
+        self.on_device = bool(on_device)
 
     def __len__(self) -> int:
         return len(self.graphs)
 
     def builder_for(self, epoch: int | None) -> GraphBuilder:
-        salt = 0 if epoch is None else int(epoch) + 1
-        parts = [replace(b, seed=(self.seed * 1_000_003 + salt) & 0x7FFFFFFF) if b.kind == "random" else b
-                 for b in self.builder.builders]
-        return GraphBuilder(parts, self_loops=self.builder.self_loops)
+        return epoch_builder(self.builder, self.seed, epoch)
 
     def __getitem__(self, i):
         raw = getattr(self.graphs, "raw", None)
@@ -180,6 +218,10 @@ class EpochEdges(Dataset):
             gen = torch.Generator().manual_seed(
                 hash((self.seed, 7, -1 if epoch is None else int(epoch), int(i))) & 0x7FFFFFFFFFFF)
             g = self.transform(g, gen)
+        if self.on_device:
+            g[EDGE_EPOCH] = torch.tensor([-1 if epoch is None else int(epoch)])
+            g.edge_index = g.edge_type = None
+            return g
         if self.builder is None:
             return g
         return build_edges(self.builder_for(epoch), g, self.pair)
@@ -508,13 +550,36 @@ class GraphDataModule(L.LightningDataModule):
                                          pad=shuffle, blocks=graphs.blocks if lazy else None)
         data = graphs
         noise = self.noise_std if shuffle else 0.0
-        if self.random or noise > 0 or self.transform is not None:
+        rebuilt = self.random or noise > 0 or self.transform is not None
+        on_device = self.edges_on_device() and (rebuilt or lazy)
+        if rebuilt or on_device:
             builder = self.builder if not self.provides_edges else None
             data = EpochEdges(graphs, builder, self.seed, (lambda: sampler.epoch) if shuffle else (lambda: None),
-                              noise_std=noise, pair=self.pair, transform=self.transform)
+                              noise_std=noise, pair=self.pair, transform=self.transform, on_device=on_device)
         if not shuffle:
             data = MarkPadded(data)
         return DataLoader(data, batch_sampler=sampler, num_workers=self.cfg.num_workers)
+
+    def edges_on_device(self) -> bool:
+        """Whether edges that change during training are built on the batch's device (``data.edges_on``; 'auto':
+        when the attached trainer runs on an accelerator). Needs an attached trainer: the edges are built in its
+        batch-transfer hook (:meth:`on_after_batch_transfer`); without one the loader builds them."""
+        mode = getattr(self.cfg, "edges_on", "auto")
+        trainer = getattr(self, "_trainer", None)
+        if self.provides_edges or mode == "loader" or trainer is None:
+            return False
+        return mode == "device" or trainer.strategy.root_device.type != "cpu"
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Lightning hook, after the batch reached its device: items marked by :class:`EpochEdges` get their edges
+        here (the epoch's random draw, on Noisy Nodes' noisy or corrupted positions), with the torch kernels of
+        :mod:`farfield.graphs.neighbours_torch` on the batch's device."""
+        epoch = getattr(batch, EDGE_EPOCH, None)
+        if epoch is None:
+            return batch
+        e = int(epoch.reshape(-1)[0])
+        del batch[EDGE_EPOCH]
+        return build_batch_edges(epoch_builder(self.builder, self.seed, None if e < 0 else e), batch, self.pair)
 
     def train_dataloader(self):
         return self._loader(self.train, True)

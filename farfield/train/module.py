@@ -13,7 +13,7 @@ from torch import nn
 
 from farfield.data import fields as F
 from farfield.errors import ConfigError, FarfieldError, InputError
-from farfield.models.base import BackboneOutput, refuse_periodic
+from farfield.models.base import BackboneOutput, at_least_float32, refuse_periodic
 from farfield.models.denoising import NOISE_TARGET, DenoisingHead, denoising_loss
 from farfield.models.readout import GIGP, pool
 from farfield.train.config import TASK_METRICS
@@ -115,7 +115,7 @@ class ColumnError(torchmetrics.Metric):
 
     def compute(self):
         if self.count == 0:
-            return torch.tensor(float("nan"))
+            return torch.tensor(float("nan"), device=self.device)
         v = self.total / self.count
         return (v.sqrt() if self.squared else v).float()
 
@@ -155,15 +155,15 @@ class NumpyMetric(torchmetrics.Metric):
         from farfield import metrics
         fn = getattr(metrics, self.fn)
         if isinstance(self.preds, list) and not self.preds:       # no update (synchronised states are tensors)
-            return torch.tensor(float("nan"))
+            return torch.tensor(float("nan"), device=self.device)
         p, t = dim_zero_cat(self.preds).cpu().numpy(), dim_zero_cat(self.target).cpu().numpy()
         g = dim_zero_cat(self.groups).cpu().numpy() if self.uses_groups else None
         if not self.columns:
             try:
                 v = fn(t, p)
             except (ValueError, FarfieldError):          # e.g. labels that are not all 0 / 1
-                return torch.tensor(float("nan"))
-            return torch.tensor(float(v[0] if isinstance(v, tuple) else v))
+                return torch.tensor(float("nan"), device=self.device)
+            return torch.tensor(float(v[0] if isinstance(v, tuple) else v), device=self.device)
         vals = []
         for c in range(p.shape[1]):
             ok = np.isfinite(t[:, c])
@@ -174,7 +174,7 @@ class NumpyMetric(torchmetrics.Metric):
                 except (ValueError, FarfieldError):
                     vals.append(float("nan"))
         vals = [v for v in vals if np.isfinite(v)]
-        return torch.tensor(float(np.mean(vals)) if vals else float("nan"))
+        return torch.tensor(float(np.mean(vals)) if vals else float("nan"), device=self.device)
 
 
 class LabelAveragePrecision(torchmetrics.Metric):
@@ -200,9 +200,9 @@ class LabelAveragePrecision(torchmetrics.Metric):
         from farfield.datasets.lrgb import lrgb_average_precision
         s, y = dim_zero_cat(self.scores), dim_zero_cat(self.labels)
         try:
-            return torch.tensor(lrgb_average_precision(y, s))
+            return torch.tensor(lrgb_average_precision(y, s), device=self.device)
         except ValueError:
-            return torch.tensor(float("nan"))
+            return torch.tensor(float("nan"), device=self.device)
 
 
 #: the default metric that selects the best checkpoint per task kind (``task.monitor`` overrides it)
@@ -403,14 +403,14 @@ class TaskModule(L.LightningModule):
 
     def _step(self, batch, stage: str):
         view, n, s, energy = self._encode(batch)
-        out = self._head(view, n, s, energy)
+        out = at_least_float32(self._head(view, n, s, energy))     # losses and metrics in float32 under autocast
         denoise = None
         if stage == "train" and self.denoiser is not None:
             eps = getattr(batch, NOISE_TARGET, None)
             if eps is None:
                 raise ConfigError(f"task.noisy_nodes={self.task.noisy_nodes} but the training batch carries no "
                                   "position noise; train with GraphDataModule.with_noise(task.noise_std)")
-            denoise = denoising_loss(self.denoiser(s, view.pos, view.edge_index), eps)
+            denoise = denoising_loss(at_least_float32(self.denoiser(s, view.pos, view.edge_index)), eps)
         y = batch.y
         kind = self.task.kind
         groups = getattr(batch, F.GROUP, None) if self.grouped else None

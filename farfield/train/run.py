@@ -35,8 +35,8 @@ __all__ = ["train", "build_module", "config_key", "config_hash", "run_data_ident
 
 #: run options that do not change what is computed
 _PRESENTATION_KEYS = ("out", "progress", "tensorboard")
-#: data options that do not change what is computed (the loader's parallelism)
-_DATA_PRESENTATION_KEYS = ("num_workers",)
+#: data options that do not change what is computed (the loader's parallelism; where the same edges are built)
+_DATA_PRESENTATION_KEYS = ("num_workers", "edges_on")
 
 
 class Interrupted(FarfieldError):
@@ -56,6 +56,7 @@ class Interrupted(FarfieldError):
 _NEW_TASK_DEFAULTS = {"monitor": None, "noisy_nodes": 0.0, "head_layers": 2}
 _NEW_OPTIM_DEFAULTS = {"warmup_epochs": 0, "backbone_lr": None}
 _NEW_MODEL_DEFAULTS = {"canonicaliser": "none", "canonicaliser_options": {}, "init": None, "freeze": False}
+_NEW_RUN_DEFAULTS = {"precision": "32", "deterministic": False}
 
 
 def config_key(cfg: TrainConfig | dict) -> dict:
@@ -85,6 +86,10 @@ def config_key(cfg: TrainConfig | dict) -> dict:
     for k, v in _NEW_MODEL_DEFAULTS.items():
         if k in model and model[k] == v:
             model.pop(k)
+    run = d.get("run", {})
+    for k, v in _NEW_RUN_DEFAULTS.items():
+        if k in run and run[k] == v:
+            run.pop(k)
     return d
 
 
@@ -376,6 +381,17 @@ class _EpochTimer:
         self.cb = T()
 
 
+@contextmanager
+def _restore_deterministic(was: bool):
+    """Put ``torch.use_deterministic_algorithms`` back as it was once a run ends (Lightning sets it process-wide
+    from ``Trainer(deterministic=...)``; a deterministic run must not make later work in the process raise on
+    operations that have no deterministic implementation)."""
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was)
+
+
 def _quiet_lightning() -> None:
     """Lightning's start-up banners (GPU / TPU availability, logger tips) are info-level: hide them."""
     import logging
@@ -441,12 +457,14 @@ def train(cfg: TrainConfig, datamodule=None, quiet: bool = False) -> dict:
         loggers.append(TensorBoardLogger(out, name="tensorboard", version=f"part{len(previous)}"))
     if cfg.run.devices > 1 and cfg.run.strategy == "auto":
         raise ConfigError("run.devices > 1 needs run.strategy=ddp (or ddp_spawn)")
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
     trainer = L.Trainer(max_epochs=cfg.optim.epochs, accelerator=cfg.run.accelerator, devices=cfg.run.devices,
-                        strategy=cfg.run.strategy, callbacks=callbacks, logger=loggers, deterministic=False,
+                        strategy=cfg.run.strategy, callbacks=callbacks, logger=loggers,
+                        deterministic=cfg.run.deterministic, precision=cfg.run.precision,
                         gradient_clip_val=cfg.optim.grad_clip or None, use_distributed_sampler=False,
                         enable_progress_bar=cfg.run.progress and not quiet, enable_model_summary=False,
                         log_every_n_steps=1, num_sanity_val_steps=0)
-    with warnings.catch_warnings(), _stop_on_signals() as got:
+    with warnings.catch_warnings(), _stop_on_signals() as got, _restore_deterministic(was_deterministic):
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*Checkpoint directory.*exists and is not empty.*")
@@ -517,7 +535,7 @@ def target_names(cfg: TrainConfig, k: int) -> list[str]:
 
 def _by_target(cfg: TrainConfig, test: dict, k: int) -> dict:
     """``test_by_target``: each target's test MAE / RMSE (``ColumnError``) of a multi-target regression."""
-    if not k or k < 2 or f"test/mae_0" not in test:
+    if not k or k < 2 or "test/mae_0" not in test:
         return {}
     return {"test_by_target": {name: {m: float(test.get(f"test/{m}_{i}", float("nan"))) for m in ("mae", "rmse")}
                                for i, name in enumerate(target_names(cfg, k))}}
@@ -635,7 +653,7 @@ def evaluate(cfg: TrainConfig, checkpoint: str | Path, split: str = "test") -> d
     dm.setup("test")
     module, _ = build_module(cfg, dm)
     trainer = L.Trainer(accelerator=cfg.run.accelerator, devices=cfg.run.devices, strategy=cfg.run.strategy,
-                        logger=False, enable_progress_bar=False, enable_model_summary=False,
+                        precision=cfg.run.precision, logger=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

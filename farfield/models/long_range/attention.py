@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
@@ -30,7 +31,9 @@ class _AttentionBlock(nn.Module):
         scores = q @ k.transpose(-1, -2) / math.sqrt(d // H)                        # [B, H, n, n]  (quadratic)
         if not bool(mask.all()):                                                    # padding present
             scores = scores.masked_fill(~mask[:, None, None, :], float("-inf"))
-        o = (self.drop(scores.softmax(-1)) @ v).transpose(1, 2).reshape(B, n, d)
+        # the normalisation in at least float32 (under bf16 autocast the scores are bfloat16), back to v's dtype
+        attn = scores.softmax(-1, dtype=torch.promote_types(scores.dtype, torch.float32)).to(v.dtype)
+        o = (self.drop(attn) @ v).transpose(1, 2).reshape(B, n, d)
         return self.out(o)[mask]
 
 

@@ -22,6 +22,7 @@ from torch_geometric.utils import scatter, to_dense_batch
 
 from farfield.errors import ConfigError
 from farfield.features.radial import GaussianRBF, PolynomialEnvelope
+from farfield.models.base import at_least_float32, full_precision
 from farfield.models.long_range.base import Context, LongRange
 
 __all__ = ["EwaldMP", "FRAMES", "DAMPINGS", "k_grid", "k_shells", "svd_frame_coordinates"]
@@ -236,13 +237,16 @@ class EwaldMP(LongRange):
                           FrameDegeneracyWarning, stacklevel=4)
 
     def _update_svd(self, blk: EwaldBlock, h: Tensor, pos: Tensor, ctx: Context) -> Tensor:
-        c, s, damp, mask = self._phases(pos, ctx)
-        ht, _ = to_dense_batch(blk.pre(h), ctx.batch, batch_size=ctx.num_graphs)     # [B, n, d]
-        ht = ht * damp
-        S_re = c.transpose(1, 2) @ ht                                              # [B, K, d]
-        S_im = s.transpose(1, 2) @ ht
-        F_k = blk.up(self.down(self.rbf(self._k(h)[0].norm(dim=-1))))              # [K, d]
-        m = 0.01 * damp * (c @ (F_k * S_re) + s @ (F_k * S_im))                   # [B, n, d]
+        hp = at_least_float32(blk.pre(h))
+        with full_precision(hp):           # phases k.x of |x| ~ 30 A and the structure factors: not in bfloat16
+            pos = at_least_float32(pos)
+            c, s, damp, mask = self._phases(pos, ctx)
+            ht, _ = to_dense_batch(hp, ctx.batch, batch_size=ctx.num_graphs)          # [B, n, d]
+            ht = ht * damp
+            S_re = c.transpose(1, 2) @ ht                                              # [B, K, d]
+            S_im = s.transpose(1, 2) @ ht
+            F_k = blk.up(self.down(self.rbf(self._k(ht)[0].norm(dim=-1))))             # [K, d]
+            m = 0.01 * damp * (c @ (F_k * S_re) + s @ (F_k * S_im))                   # [B, n, d]
         return blk.update(m[mask])
 
     # -- frame='isotropic': orientation-averaged, frame-free -------------------------------------------
@@ -263,15 +267,19 @@ class EwaldMP(LongRange):
         return out
 
     def _update_isotropic(self, blk: EwaldBlock, h: Tensor, pos: Tensor, ctx: Context) -> Tensor:
-        r, damp, mask = self._pairs(pos, ctx)
-        ht, _ = to_dense_batch(blk.pre(h), ctx.batch, batch_size=ctx.num_graphs)     # [B, n, d]
-        ht = ht * damp
-        _, radii, counts = self._k(h)
-        F_s = blk.up(self.down(self.rbf(radii))) * counts.unsqueeze(-1)             # [S, d]
-        m = 0
-        for k, f in zip(radii, F_s):
-            m = m + f * (torch.sinc(r * (k / math.pi)) @ ht)                        # sin(k r) / (k r)
-        return blk.update((0.01 * damp * m)[mask])
+        hp = at_least_float32(blk.pre(h))
+        with full_precision(hp):           # the pair sums sin(k r) / (k r) h_j: not in bfloat16
+            pos = at_least_float32(pos)
+            r, damp, mask = self._pairs(pos, ctx)
+            ht, _ = to_dense_batch(hp, ctx.batch, batch_size=ctx.num_graphs)          # [B, n, d]
+            ht = ht * damp
+            _, radii, counts = self._k(ht)
+            F_s = blk.up(self.down(self.rbf(radii))) * counts.unsqueeze(-1)             # [S, d]
+            m = 0
+            for k, f in zip(radii, F_s):
+                m = m + f * (torch.sinc(r * (k / math.pi)) @ ht)                        # sin(k r) / (k r)
+            m = 0.01 * damp * m
+        return blk.update(m[mask])
 
     def update(self, i: int, h: Tensor, pos: Tensor, ctx: Context) -> Tensor:
         blk = self.blocks[i]

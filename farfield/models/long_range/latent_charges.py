@@ -69,6 +69,7 @@ from torch import Tensor, nn
 from torch_geometric.utils import to_dense_batch
 
 from farfield.errors import ConfigError, InputError
+from farfield.models.base import at_least_float32, full_precision
 from farfield.models.long_range.base import Context, LongRange
 
 __all__ = ["LatentCharges", "BACKENDS", "EWALD_MAX_WORK", "screened_coulomb", "direct_potential",
@@ -292,11 +293,13 @@ class LatentCharges(LongRange):
 
     def update(self, i: int, s: Tensor, pos: Tensor, ctx: Context) -> Tensor:
         blk = self.blocks[i]
-        q = blk.charges(s)                                                   # [N, C]
-        phi = self.potential(q, pos, ctx)                                    # [N, C]
-        if self.energy and i == self.num_layers - 1:
-            ctx.memory["node_energy"] = 0.5 * (q * phi) @ self.energy_weight   # [N]
-        return blk.update(torch.cat([phi, q * phi], dim=-1))
+        q = at_least_float32(blk.charges(s))                                 # [N, C]
+        with full_precision(q):            # the exact electrostatics in (at least) float32, also under bf16 autocast
+            phi = self.potential(q, at_least_float32(pos), ctx)              # [N, C]
+            if self.energy and i == self.num_layers - 1:
+                ctx.memory["node_energy"] = 0.5 * (q * phi) @ self.energy_weight   # [N]
+            feats = torch.cat([phi, q * phi], dim=-1)
+        return blk.update(feats)
 
     def extra_repr(self) -> str:
         return (super().extra_repr() + f", channels={self.channels}, sigma={self.sigma:g}, "

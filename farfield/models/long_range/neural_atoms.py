@@ -6,7 +6,6 @@ import math
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.utils import to_dense_batch
 
 from farfield.errors import ConfigError
 from farfield.models.long_range.base import Context, LongRange
@@ -21,9 +20,9 @@ HEAD_REDUCTIONS = ("sum", "mean")
 
 
 class _MAB(nn.Module):
-    """Set-Transformer multi-head attention block over dense sets with a key mask:
-    ``O = LN(Q' + softmax(Q' K'^T / sqrt(d)) V')``, ``O = LN(O + relu(O W_o))``. Shapes: q [B, M, d],
-    x [B, K, d], key_mask [B, K] (True = valid) -> [B, M, d]."""
+    """Set-Transformer multi-head attention block (the MAB of Lee et al., "Set Transformer", ICML 2019) over dense
+    sets with an optional key mask: ``O = LN(Q' + softmax(Q' K'^T / sqrt(d)) V')``, ``O = LN(O + relu(O W_o))``.
+    Shapes: q [B, M, d], x [B, K, d], key_mask [B, K] (True = valid) or None (every key valid) -> [B, M, d]."""
 
     def __init__(self, dim: int, heads: int):
         super().__init__()
@@ -31,7 +30,7 @@ class _MAB(nn.Module):
         self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
         self.ln0, self.ln1 = nn.LayerNorm(dim), nn.LayerNorm(dim)
 
-    def forward(self, q: Tensor, x: Tensor, key_mask: Tensor) -> Tensor:
+    def forward(self, q: Tensor, x: Tensor, key_mask: Tensor | None = None) -> Tensor:
         B, M, d = q.shape
         H = self.heads
         Q = self.q(q)
@@ -39,14 +38,16 @@ class _MAB(nn.Module):
         Kh = self.k(x).view(B, -1, H, d // H).transpose(1, 2)               # [B, H, K, dh]
         Vh = self.v(x).view(B, -1, H, d // H).transpose(1, 2)
         scores = Qh @ Kh.transpose(-1, -2) / math.sqrt(d)                   # [B, H, M, K]
-        scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
+        if key_mask is not None:
+            scores = scores.masked_fill(~key_mask[:, None, None, :], float("-inf"))
         O = Q + (scores.softmax(-1) @ Vh).transpose(1, 2).reshape(B, M, d)
         O = self.ln0(O)
         return self.ln1(O + torch.relu(self.o(O)))
 
 
 class NeuralAtomBlock(nn.Module):
-    r"""One Neural Atoms step (Li et al. 2024, Sec. 3) for node scalars h [N, d] of B graphs, K_b neural atoms each.
+    r"""One Neural Atoms step (Li et al., "Neural Atoms", ICLR 2024, Sec. 3) for node scalars
+    h [N, d] of B graphs, K_b neural atoms each.
 
     1. Project: :math:`Q = S W_q` (learned seeds S [K, d]), :math:`K_x = h W_k`, :math:`V_x = h W_v`, per head;
        :math:`A = \mathrm{softmax}_{c}(Q K_x^\top / \sqrt d)` over the **neural-atom axis** c (each atom spreads
@@ -58,11 +59,21 @@ class NeuralAtomBlock(nn.Module):
        (``'mean'``) of A over heads. The two differ by the factor H (identical for one head): with 'sum'
        each node receives H units of attention mass.
 
-    Unlike the reference code, attention weights are computed per node (``[N, H, K]``) and summed per
-    graph, so nothing is padded on the atom axis (its defect (a): padded atoms leaking into neural atoms),
-    heads and graphs are never reshaped into one axis (defect (b): mixing graphs when heads > 1), and
-    graphs with fewer neural atoms mask the unused seeds out of both softmaxes. A graph's output is
-    therefore independent of the rest of its batch for any number of heads. Cost O(N K d).
+    Unlike the reference code, attention weights are computed per real atom (``[N, H, K]``: each atom against
+    its graph's seeds; the softmax runs over the neural-atom axis, so it needs no segment operation), heads and
+    graphs are never reshaped into one axis (the reference's defect (b): mixing graphs when heads > 1), and
+    graphs with fewer neural atoms mask the unused seeds out of both softmaxes. The two sums over a graph's
+    atoms (:math:`A V_x`, [K_b, d] per graph, and the back-projection, [n_b, d] per graph) are matrix products
+    over each graph's own rows of the node-major tensors (graphs are contiguous in ``batch``, as PyG collates
+    them): nothing is padded to the largest graph (the reference's defect (a): padded atoms leaking into
+    neural atoms; and the cost of a dense [B, N_max] layout), and seeds beyond the batch's largest K_b are
+    never scored. A graph's output is therefore independent of the rest of its batch for any number of heads.
+
+    Two products are re-associated where that is cheaper (same values up to float round-off):
+    :math:`(h W_k^\top + b_k) Q^\top = h (W_k^\top Q^\top) + b_k Q^\top` (no [N, d] key projection; when
+    ``(H - 1) K < d``), and with one head :math:`A^\top (h W_v^\top + b_v) = (A^\top h) W_v^\top +
+    (A^\top 1) b_v^\top` (the value projection on B K rows instead of N; when ``B K < N``).
+    Cost O(N K d + (N + B K) d^2) time, O(N H K + B K d) memory.
     """
 
     def __init__(self, dim: int, max_atoms: int, heads: int = 1, head_reduce: str = "mean"):
@@ -78,26 +89,58 @@ class NeuralAtomBlock(nn.Module):
         self.exchange = _MAB(dim, heads)
 
     def forward(self, h: Tensor, batch: Tensor, num_graphs: int, atoms: Tensor) -> Tensor:
-        """h [N, d], batch [N], atoms [B] (neural atoms per graph, <= max_atoms) -> dh [N, d]."""
+        """h [N, d], batch [N] (sorted: graphs contiguous), atoms [B] (neural atoms per graph, 1..max_atoms)
+        -> dh [N, d]."""
         N, d = h.shape
-        H, dh, K, B = self.heads, d // self.heads, self.max_atoms, num_graphs
-        slot_ok = torch.arange(K, device=h.device)[None, :] < atoms[:, None]                  # [B, K]
-        Q = self.q(self.seeds.to(h.dtype))                                                    # [K, d]
-        Kx = self.k(h).view(N, H, dh)
-        Vx = self.v(h).view(N, H, dh)
-        scores = torch.einsum("nhe,khe->nhk", Kx, Q.view(K, H, dh)) / math.sqrt(d)           # [N, H, K]
-        scores = scores.masked_fill(~slot_ok[batch][:, None, :], float("-inf"))
+        H, dh, B = self.heads, d // self.heads, num_graphs
+        if B == 0 or N == 0:
+            return h.new_zeros(N, d)
+        sizes = torch.bincount(batch, minlength=B).tolist()                                  # n_b
+        ks = atoms.tolist()                                                                   # K_b
+        K = max(ks)                                                   # live seeds: the batch's largest K_b
+        slot_ok = None if min(ks) == K else torch.arange(K, device=h.device)[None, :] < atoms[:, None]  # [B, K]
+        Q = self.q(self.seeds[:K].to(h.dtype))                                                # [K, d]
+        Qh, r = Q.view(K, H, dh), 1.0 / math.sqrt(d)
+        if (H - 1) * K < d:
+            # scores = (h W_k^T + b_k) Q^T = h (W_k^T Q^T) + b_k Q^T per head: one [N, d] @ [d, H K] product
+            # instead of the key projection [N, d] @ [d, d] and [N, d] @ [d, K] (cheaper when H K < d + K)
+            M = torch.einsum("hei,khe->ihk", self.k.weight.view(H, dh, d), Qh).reshape(d, H * K) * r
+            c = torch.einsum("he,khe->hk", self.k.bias.view(H, dh), Qh).reshape(H * K) * r
+            scores = torch.addmm(c, h, M).view(N, H, K)                                      # [N, H, K]
+        else:
+            scores = torch.einsum("nhe,khe->nhk", self.k(h).view(N, H, dh), Qh) * r
+        if slot_ok is not None:
+            scores = scores.masked_fill(~slot_ok[batch][:, None, :], float("-inf"))
         A = scores.softmax(-1)                                                                # over neural atoms
-        # A V per graph: dense over nodes of each graph (padded rows carry A = 0 and add exact zeros)
-        A_d, node_ok = to_dense_batch(A, batch, batch_size=B)                                 # [B, n, H, K]
-        V_d, _ = to_dense_batch(Vx, batch, batch_size=B)                                      # [B, n, H, dh]
-        AV = torch.einsum("bnhk,bnhe->bkhe", A_d, V_d).reshape(B, K, d)
-        Z = self.ln0(Q.unsqueeze(0) + AV)
-        Z = self.ln1(Z + torch.relu(self.o(Z)))                                               # [B, K, d]
+        # A V per graph over its own rows: [K_b, n_b] @ [n_b, d] (per head), padded to K slots with zeros.
+        # torch.split (not slicing) so that backward concatenates the pieces instead of adding B full-size zeros.
+        A_g = A.split(sizes)                                                                  # B x [n_b, H, K]
+        if H == 1 and B * K < N:
+            # A (h W_v^T + b_v) = (A h) W_v^T + (sum_i A_i) b_v: the value projection on B K rows instead of N
+            hA = _stack([a[:, 0, :k].t() @ x for a, x, k in zip(A_g, h.split(sizes), ks)], K)      # [B, K, d]
+            mass = _stack([a[:, 0, :k].sum(0) for a, k in zip(A_g, ks)], K)                     # [B, K]
+            AV = nn.functional.linear(hA, self.v.weight) + mass.unsqueeze(-1) * self.v.bias
+        elif H == 1:
+            AV = _stack([a[:, 0, :k].t() @ v for a, v, k in zip(A_g, self.v(h).split(sizes), ks)], K)
+        else:
+            AV = _stack([torch.bmm(a[..., :k].permute(1, 2, 0), v.view(-1, H, dh).transpose(0, 1))
+                         .transpose(0, 1).reshape(k, d)                      # [H, K_b, n_b] @ [H, n_b, dh]
+                         for a, v, k in zip(A_g, self.v(h).split(sizes), ks)], K)
+        Z = self.ln0(Q.unsqueeze(0) + AV)                                                     # [B, K, d]
+        Z = self.ln1(Z + torch.relu(self.o(Z)))
         Z = self.exchange(Z, Z, slot_ok)
-        A_bar = A_d.sum(2) if self.head_reduce == "sum" else A_d.mean(2)                     # [B, n, K]
-        out = A_bar @ Z                                                                 # [B, n, d]
-        return out[node_ok]
+        if H == 1:
+            A_bar = A.view(N, K)
+        else:
+            A_bar = A.sum(1) if self.head_reduce == "sum" else A.mean(1)                     # [N, K]
+        # back-projection per graph: [n_b, K_b] @ [K_b, d]
+        return torch.cat([a[:, :k] @ z[:k] for a, z, k in zip(A_bar.split(sizes), Z.unbind(0), ks)])
+
+
+def _stack(rows: list[Tensor], K: int) -> Tensor:
+    """Stack per-graph [K_b, ...] tensors into [B, K, ...], padding each with zero rows to K."""
+    return torch.stack([x if x.shape[0] == K else nn.functional.pad(x, (0, 0) * (x.dim() - 1) + (0, K - x.shape[0]))
+                        for x in rows])
 
 
 class NeuralAtoms(LongRange):
