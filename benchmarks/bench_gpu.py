@@ -172,13 +172,10 @@ def _reset_peak(device):
 def _peak_mb(device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
+    from farfield.train.run import _peak_rss_mb      # VmHWM, as training reports it
+    rss = _peak_rss_mb()
+    if rss is not None:
+        return rss
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

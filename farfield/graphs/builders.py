@@ -103,6 +103,13 @@ class TorchGraphContext:
         return T.dense_labels(self.batch, self.chain)
 
 
+def _as_torch(ctx: GraphContext) -> TorchGraphContext:
+    """The host context as CPU tensors (no copy), for builders whose one implementation is the torch one."""
+    t = (lambda a: None if a is None else torch.from_numpy(a))
+    return TorchGraphContext(pos=t(ctx.pos), batch=t(ctx.batch), chain=t(ctx.chain), graph_key=t(ctx.graph_key),
+                             existing=t(ctx.existing))
+
+
 class EdgeBuilder:
     """Base class: subclasses implement :meth:`build` (host: NumPy / cKDTree), :meth:`build_torch` (any torch
     device; the same edge set) and :meth:`spec`."""
@@ -214,20 +221,7 @@ class Sequence(EdgeBuilder):
         object.__setattr__(self, "offsets", tuple(sorted(set(offs))))
 
     def build(self, ctx: GraphContext) -> np.ndarray:
-        n = ctx.num_nodes
-        group = dense_labels(ctx.batch, ctx.chain) if ctx.chain is not None else dense_labels(ctx.batch)
-        if n and (np.count_nonzero(group[1:] != group[:-1]) + 1) != group.max() + 1:
-            raise ConfigError("seq: every chain must be a contiguous run of nodes (sort nodes by graph, chain, "
-                              "sequence position)")
-        idx = np.arange(n)
-        out = []
-        for o in self.offsets:
-            src = idx + o
-            ok = (src >= 0) & (src < n)
-            t, s_ = idx[ok], src[ok]
-            ok2 = group[t] == group[s_]
-            out.append(np.stack([s_[ok2], t[ok2]]))
-        return np.concatenate(out, axis=1) if out else np.zeros((2, 0), dtype=np.int64)
+        return self.build_torch(_as_torch(ctx)).numpy()
 
     def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:
         n, dev = ctx.num_nodes, ctx.pos.device
@@ -345,12 +339,7 @@ class RandomLongRange(EdgeBuilder):
         return T.mix32(b ^ ((kg >> 32) & 0xFFFFFFFF))
 
     def build(self, ctx: GraphContext) -> np.ndarray:
-        tctx = TorchGraphContext(
-            pos=torch.from_numpy(ctx.pos), batch=torch.from_numpy(ctx.batch),
-            chain=None if ctx.chain is None else torch.from_numpy(ctx.chain),
-            graph_key=None if ctx.graph_key is None else torch.from_numpy(ctx.graph_key),
-            existing=torch.from_numpy(ctx.existing))
-        return self.build_torch(tctx).numpy()
+        return self.build_torch(_as_torch(ctx)).numpy()
 
     def build_torch(self, ctx: TorchGraphContext) -> torch.Tensor:
         group = ctx.groups(self.within_chain, "random")
